@@ -1,0 +1,1 @@
+"""Telegram bot that brings Bitrix24 task counters to each employee."""
