@@ -1,0 +1,149 @@
+"""build_application(): wires settings, storage and clients into a PTB Application; run() drives it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from telegram import BotCommand, LinkPreviewOptions
+from telegram.constants import ParseMode
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
+from telegram.ext import Application, ApplicationBuilder, CallbackContext, ContextTypes, Defaults, ExtBot
+from telegram.request import BaseRequest, HTTPXRequest
+
+from bot.clock import Clock
+from bot.config import Settings
+from bot.metrics import Metrics
+from bot.storage import Storage
+from bot.texts import COMMANDS
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+SHUTDOWN_BUDGET_SECONDS = 20.0
+
+
+class FatalStartupError(Exception):
+    """Start-up cannot go on (token rejected, database unusable): exit status 1."""
+
+
+@dataclass
+class Services:
+    """Everything handlers and jobs need, built once in __main__ (or a test) and passed in."""
+
+    settings: Settings
+    storage: Storage
+    clock: Clock
+    bitrix: Any = None
+    metrics: Metrics = field(default_factory=Metrics)
+    started_at: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class BotContext(CallbackContext[ExtBot, dict, dict, dict]):
+    """CallbackContext with typed access to the services."""
+
+    @property
+    def services(self) -> Services:
+        """The bot's services."""
+        return self.application.bot_data["services"]
+
+
+def build_application(
+    services: Services,
+    *,
+    request: BaseRequest | None = None,
+    get_updates_request: BaseRequest | None = None,
+) -> Application:
+    """A configured Application: handlers, jobs' defaults, HTML by default; nothing started."""
+    settings = services.settings
+    root = settings.telegram_api_base_url
+    builder = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token)
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .context_types(ContextTypes(context=BotContext))
+        .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)))
+        .request(request or HTTPXRequest(connection_pool_size=64, read_timeout=15.0, connect_timeout=10.0))
+        .get_updates_request(get_updates_request or HTTPXRequest(read_timeout=15.0, connect_timeout=10.0))
+    )
+    app = builder.build()
+    app.bot_data["services"] = services
+    # APScheduler 3 skips a run that starts more than 1 s late; a busy loop must not lose a poll.
+    app.job_queue.scheduler.configure(
+        job_defaults={"misfire_grace_time": 120, "coalesce": True, "max_instances": 1},
+        **app.job_queue.scheduler_configuration,
+    )
+    from bot import handlers  # late import: handlers import this module for BotContext
+
+    handlers.register(app)
+    return app
+
+
+async def initialize_with_retry(app: Application, stop: asyncio.Event) -> bool:
+    """initialize() (getMe) until it works: a rejected token is fatal, an unreachable Telegram is not."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await app.initialize()
+            return True
+        except InvalidToken as err:
+            raise FatalStartupError("Telegram rejected TELEGRAM_BOT_TOKEN") from err
+        except (NetworkError, TimedOut, RetryAfter) as err:
+            log.warning("Telegram is not reachable yet (%s); retrying in %.0f s", type(err).__name__, delay)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+        delay = min(delay * 2, 60.0)
+    return False
+
+
+async def set_commands(app: Application) -> None:
+    """Register the command menu in English (default) and Russian."""
+    for lang, commands in COMMANDS.items():
+        bot_commands = [BotCommand(name, description) for name, description in commands]
+        await app.bot.set_my_commands(bot_commands, language_code=None if lang == "en" else lang)
+
+
+async def run(app: Application, stop: asyncio.Event) -> None:
+    """Run until `stop` is set: polling, jobs, background services; then shut down within budget."""
+    services: Services = app.bot_data["services"]
+    services.started_at = services.clock.timestamp()
+    if not await initialize_with_retry(app, stop):
+        return
+    try:
+        try:
+            await set_commands(app)
+        except (NetworkError, TimedOut, RetryAfter) as err:
+            log.warning("could not register the command menu (%s); continuing", type(err).__name__)
+        await app.updater.start_polling(
+            allowed_updates=ALLOWED_UPDATES, bootstrap_retries=-1, timeout=10, poll_interval=0.0
+        )
+        await app.start()
+        from bot import jobs
+
+        await jobs.start(app)
+        log.info("bot started")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await _shutdown(app)
+
+
+async def _shutdown(app: Application) -> None:
+    from bot import jobs
+
+    try:
+        await asyncio.wait_for(jobs.stop(app), timeout=SHUTDOWN_BUDGET_SECONDS / 2)
+    except TimeoutError:
+        log.warning("background work did not finish within %.0f s", SHUTDOWN_BUDGET_SECONDS / 2)
+    if app.updater and app.updater.running:
+        await app.updater.stop()
+    if app.running:
+        await app.stop()
+    await app.shutdown()
+    log.info("stopped")

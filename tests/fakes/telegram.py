@@ -1,0 +1,329 @@
+"""A fake Telegram Bot API speaking the real wire format: form bodies in, real HTTP statuses out."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+import httpx
+
+from tests.fakes.server import LoopbackServer, mock_transport
+
+BOT_ID = 123456
+FAKE_TOKEN = f"{BOT_ID}:FAKE-token_abcdefghijklmnopqrstuvwxyz012"
+
+
+@dataclass
+class Call:
+    """One request the bot made: method name (case as sent) and decoded parameters."""
+
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+
+def visible_length(text: str) -> int:
+    """Length Telegram counts: after HTML entity parsing (tags do not count, &lt; counts as 1)."""
+    return len(html.unescape(re.sub(r"<[^>]*>", "", text)))
+
+
+def _decode(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+class FakeTelegram:
+    """Stateful fake of the Bot API: queues updates, records calls, plays scripted failures."""
+
+    def __init__(self, token: str = FAKE_TOKEN, *, enforce_limits: bool = False) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self._updates: deque[dict[str, Any]] = deque()
+        self._next_update_id = 1
+        self._next_message_id = 1000
+        self._cond = threading.Condition()
+        self.blocked_chats: set[int] = set()
+        # method (lower case) -> list of scripted replies consumed one per call: (status, body) or a callable
+        self.scripted: dict[str, deque[Any]] = {}
+        self.enforce_limits = enforce_limits
+        self.overall_per_second = 30
+        self.per_chat_interval = 1.0
+        self._recent: deque[float] = deque()
+        self._last_per_chat: dict[int, float] = {}
+        self.too_many_requests = 0
+        self.get_updates_delay_cap = 10.0
+        self.token_rejected = False
+
+    # ---- wiring ------------------------------------------------------------------------------
+
+    def transport(self) -> httpx.MockTransport:
+        """In-process transport for PTB's HTTPXRequest."""
+        return mock_transport(self.handle)
+
+    def serve(self) -> LoopbackServer:
+        """The same fake on 127.0.0.1:0."""
+        return LoopbackServer(self.handle)
+
+    # ---- scripting ---------------------------------------------------------------------------
+
+    def script(self, method: str, *replies: Any) -> None:
+        """Queue replies for the next calls of a method: (status, description[, retry_after]) or callables."""
+        self.scripted.setdefault(method.lower(), deque()).extend(replies)
+
+    def push(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Queue an update for getUpdates."""
+        with self._cond:
+            update = {"update_id": self._next_update_id, **update}
+            self._next_update_id += 1
+            self._updates.append(update)
+            self._cond.notify_all()
+        return update
+
+    # ---- update builders ---------------------------------------------------------------------
+
+    @staticmethod
+    def user(telegram_user_id: int, language_code: str | None = "en") -> dict[str, Any]:
+        """A Telegram User object."""
+        user: dict[str, Any] = {"id": telegram_user_id, "is_bot": False, "first_name": f"U{telegram_user_id}"}
+        if language_code:
+            user["language_code"] = language_code
+        return user
+
+    def message(
+        self,
+        telegram_user_id: int,
+        text: str,
+        *,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+        language_code: str | None = "en",
+    ) -> dict[str, Any]:
+        """A message update; a leading /command gets its bot_command entity."""
+        chat_id = telegram_user_id if chat_id is None else chat_id
+        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+        if chat_type != "private":
+            chat["title"] = "Team"
+        msg: dict[str, Any] = {
+            "message_id": self._new_message_id(),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": self.user(telegram_user_id, language_code),
+            "text": text,
+        }
+        if text.startswith("/"):
+            length = len(text.split()[0]) if text.split() else 1
+            msg["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        return {"message": msg}
+
+    def callback(
+        self, telegram_user_id: int, data: str, message_id: int, *, chat_id: int | None = None, language_code="en"
+    ) -> dict[str, Any]:
+        """A callback_query update from a button under message_id."""
+        chat_id = telegram_user_id if chat_id is None else chat_id
+        return {
+            "callback_query": {
+                "id": f"cbq{self._new_message_id()}",
+                "from": self.user(telegram_user_id, language_code),
+                "chat_instance": "ci1",
+                "data": data,
+                "message": {
+                    "message_id": message_id,
+                    "date": int(time.time()),
+                    "chat": {"id": chat_id, "type": "private"},
+                    "text": "...",
+                },
+            }
+        }
+
+    def chat_member(self, telegram_user_id: int, status: str) -> dict[str, Any]:
+        """A my_chat_member update: status 'kicked' when the user blocks the bot, 'member' when back."""
+        old = "member" if status == "kicked" else "kicked"
+        bot = {"id": BOT_ID, "is_bot": True, "first_name": "TestBot", "username": "test_bot"}
+        return {
+            "my_chat_member": {
+                "chat": {"id": telegram_user_id, "type": "private"},
+                "from": self.user(telegram_user_id),
+                "date": int(time.time()),
+                "old_chat_member": {"status": old, "user": bot},
+                "new_chat_member": {"status": status, "user": bot, **({"until_date": 0} if status == "kicked" else {})},
+            }
+        }
+
+    # ---- assertions helpers ------------------------------------------------------------------
+
+    def sent(self, chat_id: int | None = None, method: str = "sendMessage") -> list[dict[str, Any]]:
+        """Parameters of every call of `method` (to chat_id when given)."""
+        with self._cond:
+            calls = list(self.calls)
+        return [
+            c.params
+            for c in calls
+            if c.method.lower() == method.lower() and (chat_id is None or c.params.get("chat_id") == chat_id)
+        ]
+
+    def texts(self, chat_id: int | None = None) -> list[str]:
+        """Texts of sent messages."""
+        return [p["text"] for p in self.sent(chat_id)]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Block until predicate() is true (re-checked on every call), or the timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    # ---- the server --------------------------------------------------------------------------
+
+    def _new_message_id(self) -> int:
+        self._next_message_id += 1
+        return self._next_message_id
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """Serve one Bot API request."""
+        prefix = f"/bot{self.token}/"
+        path = request.url.path
+        if not path.startswith(prefix):
+            return self._error(401 if path.startswith("/bot") else 404, "Unauthorized" if path.startswith("/bot") else "Not Found")
+        if self.token_rejected:
+            return self._error(401, "Unauthorized")
+        method = path[len(prefix) :]
+        params = self._params(request)
+        with self._cond:
+            self.calls.append(Call(method, params))
+            self._cond.notify_all()
+            scripted = self.scripted.get(method.lower())
+            reply = scripted.popleft() if scripted else None
+        if reply is not None:
+            if callable(reply):
+                result = reply(params)
+                if isinstance(result, httpx.Response):
+                    return result
+                reply = result
+            if reply is not None:
+                status, description, *rest = reply
+                return self._error(status, description, retry_after=rest[0] if rest else None)
+        handler = getattr(self, f"_m_{method.lower()}", None)
+        if handler is None:
+            return self._error(400, f"Bad Request: method {method} is not implemented by the fake")
+        return handler(params)
+
+    @staticmethod
+    def _params(request: httpx.Request) -> dict[str, Any]:
+        body = request.content.decode("utf-8") if request.content else ""
+        params: dict[str, Any] = {k: _decode(v) for k, v in parse_qsl(request.url.query.decode() if isinstance(request.url.query, bytes) else str(request.url.query))}
+        ctype = request.headers.get("content-type", "")
+        if body and ctype.startswith("application/json"):
+            params.update(json.loads(body))
+        elif body:
+            params.update({k: _decode(v) for k, v in parse_qsl(body, keep_blank_values=True)})
+        if isinstance(params.get("chat_id"), str) and params["chat_id"].lstrip("-").isdigit():
+            params["chat_id"] = int(params["chat_id"])
+        return params
+
+    @staticmethod
+    def _ok(result: Any) -> httpx.Response:
+        return httpx.Response(200, json={"ok": True, "result": result})
+
+    @staticmethod
+    def _error(status: int, description: str, retry_after: int | None = None) -> httpx.Response:
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+        if retry_after is not None:
+            body["parameters"] = {"retry_after": retry_after}
+        return httpx.Response(status, json=body)
+
+    def _message_result(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = params.get("chat_id")
+        return {
+            "message_id": params.get("message_id") or self._new_message_id(),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if isinstance(chat_id, int) and chat_id > 0 else "supergroup"},
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "TestBot", "username": "test_bot"},
+            "text": params.get("text", ""),
+        }
+
+    def _flood(self, chat_id: Any) -> httpx.Response | None:
+        if not self.enforce_limits:
+            return None
+        now = time.monotonic()
+        with self._cond:
+            while self._recent and now - self._recent[0] >= 1.0:
+                self._recent.popleft()
+            last = self._last_per_chat.get(chat_id)
+            if len(self._recent) >= self.overall_per_second or (
+                last is not None and now - last < self.per_chat_interval
+            ):
+                self.too_many_requests += 1
+                return self._error(429, "Too Many Requests: retry after 1", retry_after=1)
+            self._recent.append(now)
+            self._last_per_chat[chat_id] = now
+        return None
+
+    def _m_getme(self, params: dict[str, Any]) -> httpx.Response:
+        return self._ok(
+            {
+                "id": BOT_ID,
+                "is_bot": True,
+                "first_name": "TestBot",
+                "username": "test_bot",
+                "can_join_groups": True,
+                "can_read_all_group_messages": False,
+                "supports_inline_queries": False,
+            }
+        )
+
+    def _m_deletewebhook(self, params: dict[str, Any]) -> httpx.Response:
+        return self._ok(True)
+
+    def _m_setmycommands(self, params: dict[str, Any]) -> httpx.Response:
+        return self._ok(True)
+
+    def _m_answercallbackquery(self, params: dict[str, Any]) -> httpx.Response:
+        return self._ok(True)
+
+    def _m_getupdates(self, params: dict[str, Any]) -> httpx.Response:
+        offset = int(params.get("offset") or 0)
+        timeout = min(float(params.get("timeout") or 0), self.get_updates_delay_cap)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._updates and self._updates[0]["update_id"] < offset:
+                self._updates.popleft()
+            while not self._updates:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.1))
+                while self._updates and self._updates[0]["update_id"] < offset:
+                    self._updates.popleft()
+            limit = int(params.get("limit") or 100)
+            batch = list(self._updates)[:limit]
+        return self._ok(batch)
+
+    def _m_sendmessage(self, params: dict[str, Any]) -> httpx.Response:
+        chat_id = params.get("chat_id")
+        if chat_id in self.blocked_chats:
+            return self._error(403, "Forbidden: bot was blocked by the user")
+        flood = self._flood(chat_id)
+        if flood is not None:
+            return flood
+        if visible_length(str(params.get("text", ""))) > 4096:
+            return self._error(400, "Bad Request: message is too long")
+        return self._ok(self._message_result(params))
+
+    def _m_editmessagetext(self, params: dict[str, Any]) -> httpx.Response:
+        chat_id = params.get("chat_id")
+        if chat_id in self.blocked_chats:
+            return self._error(403, "Forbidden: bot was blocked by the user")
+        return self._ok(self._message_result(params))

@@ -1,0 +1,79 @@
+"""Storage on real SQLite files: migrations, pragmas, file mode, refusal of a newer database."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from bot.storage import DatabaseTooNew, Storage, StorageError, migrations
+
+
+async def test_fresh_database_gets_every_migration_wal_and_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "bot.sqlite3"
+    storage = await Storage.open(path)
+    try:
+        assert await storage.schema_version() == len(migrations())
+        counts = await storage.table_counts()
+        assert {"users", "links", "user_settings", "alert_state", "digest_log", "outbox", "link_codes"} <= set(counts)
+    finally:
+        await storage.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_second_open_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    storage = await Storage.open(path)
+    await storage.touch_user(1, 1, "ru", 1000.0)
+    await storage.close()
+    before = path.read_bytes()
+    storage = await Storage.open(path)
+    try:
+        assert await storage.schema_version() == len(migrations())
+        assert (await storage.get_user(1)).language_code == "ru"
+    finally:
+        await storage.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 1
+    assert len(before) > 0
+
+
+async def test_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"PRAGMA user_version = {len(migrations()) + 1}")
+    with pytest.raises(DatabaseTooNew, match="newer bot version"):
+        await Storage.open(path)
+
+
+async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError):
+        await Storage.open(path)
+
+
+async def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
+    storage = await Storage.open(tmp_path / "bot.sqlite3")
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            async with storage.transaction() as db:
+                await db.execute("INSERT INTO links VALUES (99, 5, 'x', 0, 0)")
+    finally:
+        await storage.close()
+
+
+async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
+    storage = await Storage.open(tmp_path / "bot.sqlite3")
+    try:
+        with pytest.raises(RuntimeError):
+            async with storage.transaction() as db:
+                await db.execute("INSERT INTO meta VALUES ('a', 'b')")
+                raise RuntimeError("boom")
+        assert await storage.get_meta("a") is None
+    finally:
+        await storage.close()
