@@ -15,6 +15,7 @@ from telegram.request import BaseRequest, HTTPXRequest
 
 from bot.clock import Clock
 from bot.config import Settings
+from bot.delivery import DeliveryLimiter
 from bot.metrics import Metrics
 from bot.storage import Storage
 from bot.texts import COMMANDS
@@ -56,6 +57,7 @@ def build_application(
     *,
     request: BaseRequest | None = None,
     get_updates_request: BaseRequest | None = None,
+    limiter: DeliveryLimiter | None = None,
 ) -> Application:
     """A configured Application: handlers, jobs' defaults, HTML by default; nothing started."""
     settings = services.settings
@@ -69,6 +71,7 @@ def build_application(
         .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)))
         .request(request or HTTPXRequest(connection_pool_size=64, read_timeout=15.0, connect_timeout=10.0))
         .get_updates_request(get_updates_request or HTTPXRequest(read_timeout=15.0, connect_timeout=10.0))
+        .rate_limiter(limiter or DeliveryLimiter())
     )
     app = builder.build()
     app.bot_data["services"] = services

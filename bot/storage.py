@@ -66,6 +66,31 @@ class Link:
     full_name: str
 
 
+@dataclass(frozen=True)
+class OutboxRow:
+    """A bulk message waiting to be sent."""
+
+    id: int
+    telegram_user_id: int
+    chat_id: int
+    kind: str
+    text: str
+    reply_markup: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A bulk message to queue together with the state change that caused it."""
+
+    telegram_user_id: int
+    chat_id: int
+    kind: str
+    text: str
+    reply_markup: str | None = None
+    not_before: float = 0.0
+
+
 class Storage:
     """All persistent state of the bot; multi-statement transactions are serialised."""
 
@@ -257,6 +282,76 @@ class Storage:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    # ---- outbox ------------------------------------------------------------------------------
+
+    @staticmethod
+    async def enqueue(db: aiosqlite.Connection, messages: Iterable[OutgoingMessage], now: float) -> None:
+        """Queue bulk messages inside the caller's transaction (the one that changed the state)."""
+        await db.executemany(
+            "INSERT INTO outbox (telegram_user_id, chat_id, kind, text, reply_markup, not_before, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(m.telegram_user_id, m.chat_id, m.kind, m.text, m.reply_markup, max(m.not_before, now), now) for m in messages],
+        )
+
+    async def outbox_due(self, now: float, limit: int, exclude: set[int]) -> list[OutboxRow]:
+        """Queued rows whose time has come, oldest first, for users who have not blocked the bot."""
+        rows = await self._fetchall(
+            """SELECT o.id, o.telegram_user_id, o.chat_id, o.kind, o.text, o.reply_markup, o.attempts
+               FROM outbox o JOIN users u USING (telegram_user_id)
+               WHERE o.status = 'queued' AND o.not_before <= ? AND u.blocked = 0
+               ORDER BY o.not_before, o.id LIMIT ?""",
+            (now, limit + len(exclude)),
+        )
+        return [OutboxRow(*r) for r in rows if r[0] not in exclude][:limit]
+
+    async def outbox_mark_sending(self, row_id: int) -> None:
+        """Committed right before the HTTP call: a crash after this never resends the row."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ?", (row_id,))
+
+    async def outbox_finish(self, row_id: int, status: str, now: float, error: str | None) -> None:
+        """Record the final outcome of a row."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE outbox SET status = ?, finished_at = ?, error = ? WHERE id = ?", (status, now, error, row_id)
+            )
+
+    async def outbox_requeue(self, row_id: int, not_before: float) -> None:
+        """Put back a row that certainly did not reach Telegram."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE outbox SET status = 'queued', not_before = ? WHERE id = ?", (not_before, row_id))
+
+    async def outbox_fail_sending(self, now: float) -> list[tuple[int, int, str]]:
+        """At start: rows left in 'sending' become failed (outcome unknown); returns them."""
+        async with self.transaction() as db:
+            cur = await db.execute("SELECT id, telegram_user_id, kind FROM outbox WHERE status = 'sending'")
+            rows = [tuple(r) for r in await cur.fetchall()]
+            await db.execute(
+                "UPDATE outbox SET status = 'failed', finished_at = ?, error = 'outcome unknown after restart' "
+                "WHERE status = 'sending'",
+                (now,),
+            )
+        return rows  # type: ignore[return-value]
+
+    async def outbox_drop_stale_alerts(self, created_before: float, now: float) -> int:
+        """Drop queued alerts older than the cut-off: the next poll decides again."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "UPDATE outbox SET status = 'dropped', finished_at = ?, error = 'stale' "
+                "WHERE status = 'queued' AND kind = 'alert' AND created_at < ?",
+                (now, created_before),
+            )
+            return cur.rowcount
+
+    async def outbox_queued_count(self) -> int:
+        """How many rows wait to be sent."""
+        (row,) = await self._fetchall("SELECT COUNT(*) FROM outbox WHERE status = 'queued'")
+        return int(row[0])
+
+    async def outbox_rows(self) -> list[dict[str, Any]]:
+        """Every outbox row (tests, /stats)."""
+        return [dict(r) for r in await self._fetchall("SELECT * FROM outbox ORDER BY id")]
 
 
 def dump_settings(s: UserSettings) -> dict[str, Any]:

@@ -1,0 +1,293 @@
+"""Outgoing messages: the bot's own rate limits with interactive first, and the bulk outbox worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Awaitable, Callable, Coroutine
+
+import httpx
+from telegram import InlineKeyboardMarkup
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.ext import BaseRateLimiter, ExtBot
+
+from bot.storage import OutboxRow, Storage
+
+log = logging.getLogger(__name__)
+
+LIMITED_ENDPOINTS = frozenset({"sendMessage", "editMessageText", "sendPhoto", "sendDocument"})
+ALERT_MAX_AGE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """rate_limit_args of a bulk send: wait behind interactive work; call `on_slot` right before the HTTP call."""
+
+    on_slot: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
+
+
+def retry_after_seconds(err: RetryAfter) -> float:
+    """RetryAfter.retry_after in seconds, whether PTB gives an int or a timedelta."""
+    value = err.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def certainly_not_delivered(err: BaseException) -> bool:
+    """True when Telegram certainly did not get the message: refused connection, DNS, 429, 5xx."""
+    if isinstance(err, RetryAfter):
+        return True
+    if isinstance(err, (BadRequest, Forbidden)):
+        return False
+    cause = err.__cause__
+    if isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return True
+    if isinstance(err, TimedOut):
+        return False  # the request may have been written: outcome unknown
+    if isinstance(err, NetworkError) and cause is None:
+        return True  # Telegram answered with an error status (5xx, 429 without retry_after)
+    return False
+
+
+class DeliveryLimiter(BaseRateLimiter[Bulk]):
+    """25 messages/s overall and 1/s per chat, shared by interactive and bulk; interactive goes first.
+
+    PTB's AIORateLimiter has no per-private-chat limit and no priorities, so this small one
+    plugs into the same hook (`ApplicationBuilder.rate_limiter`).
+    """
+
+    def __init__(
+        self,
+        overall_per_second: float = 25.0,
+        per_chat_interval: float = 1.0,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_retries: int = 3,
+    ) -> None:
+        self._spacing = 1.0 / overall_per_second
+        self._per_chat = per_chat_interval
+        self._monotonic = monotonic
+        self._max_retries = max_retries
+        self._next_slot = 0.0
+        self._chat_next: dict[Any, float] = {}
+        self._paused_until = 0.0
+        self._interactive_waiting = 0
+        self._cond = asyncio.Condition()
+        self.retry_after_received = 0
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
+
+    def pause(self, seconds: float) -> None:
+        """Hold every limited send for `seconds` (Telegram's retry_after)."""
+        self._paused_until = max(self._paused_until, self._monotonic() + seconds)
+
+    async def acquire(self, chat_id: Any, bulk: bool) -> None:
+        """Wait for a slot for one message to chat_id."""
+        async with self._cond:
+            if not bulk:
+                self._interactive_waiting += 1
+            try:
+                while True:
+                    now = self._monotonic()
+                    if bulk and self._interactive_waiting:
+                        wait = 0.05
+                    else:
+                        wait = max(
+                            self._next_slot - now,
+                            self._chat_next.get(chat_id, 0.0) - now,
+                            self._paused_until - now,
+                        )
+                        if wait <= 0:
+                            self._next_slot = max(now, self._next_slot) + self._spacing
+                            self._chat_next[chat_id] = now + self._per_chat
+                            if len(self._chat_next) > 50_000:
+                                self._chat_next = {k: v for k, v in self._chat_next.items() if v > now}
+                            return
+                    try:
+                        await asyncio.wait_for(self._cond.wait(), timeout=wait)
+                    except TimeoutError:
+                        pass
+            finally:
+                if not bulk:
+                    self._interactive_waiting -= 1
+                self._cond.notify_all()
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: Bulk | None,
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        """Pace limited endpoints; follow a 429's retry_after exactly, then try again."""
+        chat_id = data.get("chat_id")
+        if endpoint not in LIMITED_ENDPOINTS or chat_id is None:
+            return await callback(*args, **kwargs)
+        bulk = isinstance(rate_limit_args, Bulk)
+        attempt = 0
+        while True:
+            await self.acquire(chat_id, bulk)
+            if bulk and rate_limit_args.on_slot is not None and attempt == 0:
+                await rate_limit_args.on_slot()
+            try:
+                return await callback(*args, **kwargs)
+            except RetryAfter as err:
+                self.retry_after_received += 1
+                seconds = retry_after_seconds(err)
+                self.pause(seconds)
+                log.warning("Telegram asked to wait %.1f s (429); holding every send", seconds)
+                attempt += 1
+                if attempt > self._max_retries:
+                    raise
+
+
+class OutboxWorker:
+    """Sends queued bulk messages: queued -> sending (committed just before the call) -> sent/failed."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        bot: ExtBot,
+        clock: Any,
+        metrics: Any,
+        *,
+        concurrency: int = 40,
+        idle_wait: float = 1.0,
+        on_blocked: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        self._storage = storage
+        self._bot = bot
+        self._clock = clock
+        self._metrics = metrics
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._idle_wait = idle_wait
+        self._wake = asyncio.Event()
+        self._in_flight: set[int] = set()
+        self._busy_chats: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._on_blocked = on_blocked
+
+    def wake(self) -> None:
+        """New rows were queued: look now rather than after the idle wait."""
+        self._wake.set()
+
+    async def recover(self) -> int:
+        """At start: rows left in `sending` are outcome unknown and are not resent."""
+        rows = await self._storage.outbox_fail_sending(self._clock.timestamp())
+        for row_id, telegram_user_id, kind in rows:
+            log.warning(
+                "outbox message %d (%s) to telegram_user_id=%d was in flight at a crash: outcome unknown, not resent",
+                row_id, kind, telegram_user_id,
+            )
+        return len(rows)
+
+    async def run(self) -> None:
+        """Loop until stop(): pick due rows, send them concurrently, one at a time per chat."""
+        while not self._stopping:
+            now = self._clock.timestamp()
+            dropped = await self._storage.outbox_drop_stale_alerts(now - ALERT_MAX_AGE_SECONDS, now)
+            if dropped:
+                log.info("dropped %d queued alerts older than 60 minutes", dropped)
+                self._metrics.messages.labels("dropped").inc(dropped)
+            free = self._concurrency - len(self._in_flight)
+            rows = []
+            if free > 0:
+                rows = await self._storage.outbox_due(now, limit=free * 4, exclude=self._in_flight)
+            started = 0
+            for row in rows:
+                if started >= free:
+                    break
+                if row.chat_id in self._busy_chats or row.id in self._in_flight:
+                    continue
+                self._in_flight.add(row.id)
+                self._busy_chats.add(row.chat_id)
+                task = asyncio.create_task(self._send(row))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                started += 1
+            self._metrics.queue_length.set(await self._storage.outbox_queued_count())
+            if started == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_wait)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)
+
+    async def stop(self, timeout: float) -> None:
+        """Take no new rows; let in-flight sends finish within `timeout`."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("%d sends still in flight at shutdown: outcome unknown", len(pending))
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Send every due row now (tests and the benchmark)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self._clock.timestamp()
+            if not await self._storage.outbox_due(now, limit=1, exclude=set()) and not self._in_flight:
+                return
+            await asyncio.sleep(0.01)
+
+    async def _send(self, row: OutboxRow) -> None:
+        try:
+            async with self._slots:
+                await self._deliver(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.error("outbox message %d: unexpected failure", row.id, exc_info=True)
+            await self._storage.outbox_finish(row.id, "failed", self._clock.timestamp(), "internal error")
+        finally:
+            self._in_flight.discard(row.id)
+            self._busy_chats.discard(row.chat_id)
+            self._wake.set()
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        async def mark_sending() -> None:
+            await self._storage.outbox_mark_sending(row.id)
+
+        markup = InlineKeyboardMarkup.de_json(json.loads(row.reply_markup), self._bot) if row.reply_markup else None
+        try:
+            await self._bot.send_message(
+                chat_id=row.chat_id, text=row.text, reply_markup=markup, rate_limit_args=Bulk(mark_sending)
+            )
+        except Forbidden as err:
+            await self._storage.outbox_finish(row.id, "failed", self._clock.timestamp(), "forbidden")
+            self._metrics.messages.labels("failed").inc()
+            log.info("telegram_user_id=%d cannot be messaged (%s): marked inactive", row.telegram_user_id, type(err).__name__)
+            await self._storage.set_blocked(row.telegram_user_id, True)
+            if self._on_blocked is not None:
+                await self._on_blocked(row.telegram_user_id)
+        except (RetryAfter, NetworkError) as err:
+            now = self._clock.timestamp()
+            if certainly_not_delivered(err) and row.attempts < 5:
+                delay = retry_after_seconds(err) if isinstance(err, RetryAfter) else min(2 ** row.attempts * 5, 300)
+                await self._storage.outbox_requeue(row.id, now + delay)
+                self._metrics.messages.labels("retried").inc()
+                log.warning("outbox message %d not delivered (%s); retry in %.0f s", row.id, type(err).__name__, delay)
+            else:
+                reason = "outcome unknown" if not certainly_not_delivered(err) else "gave up"
+                await self._storage.outbox_finish(row.id, "failed", now, f"{type(err).__name__}: {reason}")
+                self._metrics.messages.labels("failed").inc()
+                log.warning("outbox message %d failed (%s, %s); not resent", row.id, type(err).__name__, reason)
+        else:
+            await self._storage.outbox_finish(row.id, "sent", self._clock.timestamp(), None)
+            self._metrics.messages.labels("sent").inc()

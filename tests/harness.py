@@ -1,0 +1,90 @@
+"""The real bot in-process: PTB Application + httpx clients over MockTransport to both fakes, real SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from telegram import Update
+from telegram.request import HTTPXRequest
+
+from bot.app import Services, build_application
+from bot.bitrix import BitrixClient, LeakyBucket, build_http_client
+from bot.config import Settings, load_settings
+from bot.delivery import DeliveryLimiter
+from bot.storage import Storage
+from tests.fakes.bitrix import FakeBitrix
+from tests.fakes.clock import FakeClock
+from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram
+
+WEBHOOK_CODE = "fakewebhookcode0123456789"
+PORTAL = "https://corp.bitrix24.example"
+
+
+def make_settings(tmp_path: Path, **overrides: str) -> Settings:
+    """Valid settings pointing at the fakes."""
+    env = {
+        "TELEGRAM_BOT_TOKEN": FAKE_TOKEN,
+        "TELEGRAM_API_BASE_URL": "http://telegram.fake",
+        "BITRIX24_WEBHOOK_URL": f"{PORTAL}/rest/1/{WEBHOOK_CODE}/",
+        "DATABASE_PATH": str(tmp_path / "bot.sqlite3"),
+        **overrides,
+    }
+    return load_settings(env, None)
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+class Harness:
+    """Everything a test needs; use as `async with Harness(tmp_path) as h:`."""
+
+    def __init__(self, tmp_path: Path, *, clock: FakeClock | None = None, **settings: str) -> None:
+        self.tmp_path = tmp_path
+        self.settings = make_settings(tmp_path, **settings)
+        self.clock = clock or FakeClock()
+        self.tg = FakeTelegram()
+        self.tg.get_updates_delay_cap = 0.2
+        self.b24 = FakeBitrix(webhook_user_id=1, webhook_code=WEBHOOK_CODE)
+        self.limiter = DeliveryLimiter(per_chat_interval=0.0)
+        self._http: Any = None
+        self.storage: Storage | None = None
+
+    async def __aenter__(self) -> "Harness":
+        self.storage = await Storage.open(self.settings.database_path)
+        self._http = build_http_client(transport=self.b24_transport())
+        bucket = LeakyBucket(self.settings.bitrix24_requests_per_second, self.settings.bitrix24_burst)
+        self.bitrix = BitrixClient(self.settings.bitrix24_webhook_url, self._http, bucket, sleep=_no_sleep)
+        self.services = Services(settings=self.settings, storage=self.storage, clock=self.clock, bitrix=self.bitrix)
+        transport = self.tg.transport()
+        self.app = build_application(
+            self.services,
+            request=HTTPXRequest(httpx_kwargs={"transport": transport}),
+            get_updates_request=HTTPXRequest(httpx_kwargs={"transport": transport}),
+            limiter=self.limiter,
+        )
+        await self.app.initialize()
+        return self
+
+    def b24_transport(self) -> Any:
+        """The Bitrix24 fake as an httpx transport."""
+        from tests.fakes.server import mock_transport
+
+        return mock_transport(self.b24.handle)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.app.shutdown()
+        await self._http.aclose()
+        await self.storage.close()
+
+    async def send(self, update: dict[str, Any]) -> None:
+        """Deliver one update through the Application, as polling would, and wait for its handling."""
+        data = self.tg.push(update)
+        await self.app.process_update(Update.de_json(data, self.app.bot))
+
+    async def say(self, telegram_user_id: int, text: str, **kwargs: Any) -> list[str]:
+        """Send a text message and return the texts the bot sent back to that chat for it."""
+        before = len(self.tg.texts(kwargs.get("chat_id", telegram_user_id)))
+        await self.send(self.tg.message(telegram_user_id, text, **kwargs))
+        return self.tg.texts(kwargs.get("chat_id", telegram_user_id))[before:]
