@@ -8,9 +8,10 @@ from datetime import datetime, time, timedelta
 from typing import Literal
 
 from .model import AlertState, UserSettings
-from .schedule import local_to_utc, local_today, pause_active
+from .schedule import local_to_utc, local_today, next_digest_due, pause_active
 
 SNOOZE_HOUR = timedelta(minutes=60)
+FOLD_WINDOW = timedelta(minutes=30)  # SPEC 7: a summary folds into a digest due this soon
 SnoozeKind = Literal["hour", "tomorrow"]
 
 
@@ -148,6 +149,18 @@ def quiet_summary(
         if not muted and not _snoozed(state, now):
             items.append(Alert(counter, value, threshold))
     return QuietSummary(items=tuple(items), states=new_states)
+
+
+def summary_folds_into_digest(settings: UserSettings, now: datetime, window: timedelta = FOLD_WINDOW) -> bool:
+    """Whether an end-of-quiet summary at `now` should ride in a scheduled digest due within `window` instead."""
+    # "at or after now": a digest due this very instant still takes the summary.
+    found = next_digest_due(settings, now - timedelta(microseconds=1))
+    if found is None:
+        return False
+    day, due = found
+    if settings.pause_until is not None and day < settings.pause_until:
+        return False  # that digest will be skipped, so it cannot carry the summary
+    return due - now <= window
 
 
 def snooze_until(

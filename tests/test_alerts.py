@@ -17,6 +17,7 @@ from bot.alerts import (
     quiet_end_at,
     quiet_summary,
     snooze_until,
+    summary_folds_into_digest,
 )
 from bot.model import AlertState, UserSettings
 
@@ -312,3 +313,23 @@ def test_snooze_until_tomorrow_is_the_digest_time_on_the_next_local_day(
 def test_an_unknown_snooze_kind_is_refused() -> None:
     with pytest.raises(ValueError):
         snooze_until(settings(), NOW, "week")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("digest_at", "s_kw", "folds"),
+    [
+        (time(7, 0), {}, True),  # due the very minute quiet hours end
+        (time(7, 30), {}, True),
+        (time(7, 31), {}, False),
+        (time(6, 59), {}, False),  # already past
+        (time(7, 15), {"digest_enabled": False}, False),
+        (time(7, 15), {"digest_days": frozenset({5, 6})}, False),  # Tuesday: no digest
+        (time(7, 15), {"pause_until": date(2026, 1, 14)}, False),  # that digest is skipped
+    ],
+)
+def test_a_summary_folds_into_a_digest_due_within_thirty_minutes(
+    digest_at: time, s_kw: dict[str, object], folds: bool
+) -> None:
+    s = replace(QUIET, digest_time=digest_at, **s_kw)  # type: ignore[arg-type]
+    end = utc(2026, 1, 13, 6, 0)  # Tuesday 07:00 in Berlin
+    assert summary_folds_into_digest(s, end) is folds
