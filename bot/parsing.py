@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, time, timedelta
 from functools import cache
 from types import MappingProxyType
-from typing import Literal, Union
+from typing import Literal
 from urllib.parse import urlsplit
 
 from .model import ROLE_ALIASES
@@ -41,6 +41,7 @@ ERR_PAUSE_DAYS = "pause_days_out_of_range"  # min, max
 ERR_PAUSE_DATE = "pause_date_out_of_range"  # first, last: ISO dates (tomorrow, today + 365)
 ERR_ROLE = "role_unknown"  # choices ("all, doing, helping, following, created")
 
+# Every key above, for tests and for texts.py to check it has a text for each.
 ALL_KEYS: tuple[str, ...] = tuple(v for k, v in dict(globals()).items() if k.startswith("ERR_"))
 
 # Examples shown with an error; commands are the same in every language.
@@ -144,9 +145,9 @@ class QuietSet:
     end: time
 
 
-DigestCommand = Union[Show, Toggle, DigestNow, DigestEmpty, DigestSet]
-AlertsCommand = Union[Show, Toggle, AlertsSet, AlertsRemove]
-QuietCommand = Union[Show, Toggle, QuietSet]
+DigestCommand = Show | Toggle | DigestNow | DigestEmpty | DigestSet
+AlertsCommand = Show | Toggle | AlertsSet | AlertsRemove
+QuietCommand = Show | Toggle | QuietSet
 
 
 def _check_text(text: str, example: str, max_chars: int = MAX_INPUT_CHARS) -> str:
