@@ -283,6 +283,213 @@ class Storage:
                 (key, value),
             )
 
+    # ---- links and settings ------------------------------------------------------------------
+
+    async def link(
+        self, telegram_user_id: int, bitrix_user_id: int, full_name: str, defaults: UserSettings, now: float
+    ) -> int | None:
+        """Link a Telegram user to a Bitrix24 user; returns the Telegram user the link moved away from."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "SELECT telegram_user_id FROM links WHERE bitrix_user_id = ? AND telegram_user_id != ?",
+                (bitrix_user_id, telegram_user_id),
+            )
+            row = await cur.fetchone()
+            previous = row[0] if row else None
+            if previous is not None:
+                await self._end_link(db, previous, now)
+            await self._end_link(db, telegram_user_id, now)
+            await db.execute(
+                "INSERT INTO links (telegram_user_id, bitrix_user_id, full_name, linked_at, checked_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (telegram_user_id, bitrix_user_id, full_name, now, now),
+            )
+            cur = await db.execute("SELECT 1 FROM user_settings WHERE telegram_user_id = ?", (telegram_user_id,))
+            if await cur.fetchone() is None:
+                await self._write_settings(db, telegram_user_id, defaults, digest_saved_at=now)
+            await db.execute("DELETE FROM link_codes WHERE telegram_user_id = ?", (telegram_user_id,))
+        return previous
+
+    @staticmethod
+    async def _end_link(db: aiosqlite.Connection, telegram_user_id: int, now: float) -> None:
+        await db.execute("DELETE FROM links WHERE telegram_user_id = ?", (telegram_user_id,))
+        await db.execute("DELETE FROM alert_state WHERE telegram_user_id = ?", (telegram_user_id,))
+        await db.execute("DELETE FROM counter_snapshots WHERE telegram_user_id = ?", (telegram_user_id,))
+        await db.execute(
+            "UPDATE outbox SET status = 'dropped', finished_at = ?, error = 'unlinked' "
+            "WHERE telegram_user_id = ? AND status = 'queued' AND kind != 'notice'",
+            (now, telegram_user_id),
+        )
+
+    async def unlink(self, telegram_user_id: int, now: float) -> bool:
+        """End a user's link and every pending message about it; settings stay. True if there was one."""
+        async with self.transaction() as db:
+            cur = await db.execute("SELECT 1 FROM links WHERE telegram_user_id = ?", (telegram_user_id,))
+            existed = await cur.fetchone() is not None
+            await self._end_link(db, telegram_user_id, now)
+            await db.execute("DELETE FROM link_codes WHERE telegram_user_id = ?", (telegram_user_id,))
+        return existed
+
+    async def telegram_user_of(self, bitrix_user_id: int) -> int | None:
+        """The Telegram user linked to a Bitrix24 user."""
+        row = await self._fetchone("SELECT telegram_user_id FROM links WHERE bitrix_user_id = ?", (bitrix_user_id,))
+        return row[0] if row else None
+
+    async def forget(self, telegram_user_id: int) -> None:
+        """Delete every row about a user except limit records (which expire on their own)."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM users WHERE telegram_user_id = ?", (telegram_user_id,))
+
+    async def links(self) -> list[Link]:
+        """Every linked user who has not blocked the bot."""
+        rows = await self._fetchall(
+            """SELECT l.telegram_user_id, u.chat_id, l.bitrix_user_id, l.full_name
+               FROM links l JOIN users u USING (telegram_user_id)
+               WHERE u.blocked = 0 ORDER BY l.bitrix_user_id"""
+        )
+        return [Link(*r) for r in rows]
+
+    async def link_counts(self) -> tuple[int, int]:
+        """(linked users, linked users who have not blocked the bot)."""
+        (row,) = await self._fetchall(
+            "SELECT COUNT(*), COALESCE(SUM(u.blocked = 0), 0) FROM links l JOIN users u USING (telegram_user_id)"
+        )
+        return int(row[0]), int(row[1])
+
+    async def get_settings(self, telegram_user_id: int) -> UserSettings | None:
+        """A user's settings, or None before their first link."""
+        row = await self._fetchone("SELECT * FROM user_settings WHERE telegram_user_id = ?", (telegram_user_id,))
+        if row is None:
+            return None
+        thresholds = {
+            r[0]: r[1]
+            for r in await self._fetchall(
+                "SELECT counter, threshold FROM alert_thresholds WHERE telegram_user_id = ?", (telegram_user_id,)
+            )
+        }
+        return load_settings_row(row, thresholds)
+
+    async def digest_saved_at(self, telegram_user_id: int) -> float | None:
+        """When the user's digest time, days or zone last changed."""
+        row = await self._fetchone(
+            "SELECT digest_saved_at FROM user_settings WHERE telegram_user_id = ?", (telegram_user_id,)
+        )
+        return row[0] if row else None
+
+    async def save_settings(
+        self,
+        telegram_user_id: int,
+        settings: UserSettings,
+        *,
+        now: float,
+        digest_changed: bool = False,
+        rebaseline: Iterable[str] = (),
+    ) -> None:
+        """Store changed settings; `rebaseline` counters (or '*') get their alert state set on the next poll."""
+        async with self.transaction() as db:
+            saved_at = None
+            if not digest_changed:
+                cur = await db.execute(
+                    "SELECT digest_saved_at FROM user_settings WHERE telegram_user_id = ?", (telegram_user_id,)
+                )
+                row = await cur.fetchone()
+                saved_at = row[0] if row else None
+            await self._write_settings(db, telegram_user_id, settings, digest_saved_at=saved_at if saved_at is not None else now)
+            counters = list(rebaseline)
+            if "*" in counters:
+                await db.execute(
+                    "UPDATE alert_state SET baseline_needed = 1, held = 0 WHERE telegram_user_id = ?",
+                    (telegram_user_id,),
+                )
+            elif counters:
+                await db.executemany(
+                    "UPDATE alert_state SET baseline_needed = 1, held = 0 WHERE telegram_user_id = ? AND counter = ?",
+                    [(telegram_user_id, c) for c in counters],
+                )
+            await db.execute(
+                "DELETE FROM alert_state WHERE telegram_user_id = ? AND counter NOT IN "
+                "(SELECT counter FROM alert_thresholds WHERE telegram_user_id = ?)",
+                (telegram_user_id, telegram_user_id),
+            )
+
+    @staticmethod
+    async def _write_settings(
+        db: aiosqlite.Connection, telegram_user_id: int, settings: UserSettings, *, digest_saved_at: float
+    ) -> None:
+        values = dump_settings(settings)
+        values["digest_saved_at"] = digest_saved_at
+        columns = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        updates = ", ".join(f"{k} = excluded.{k}" for k in values)
+        await db.execute(
+            f"INSERT INTO user_settings (telegram_user_id, {columns}) VALUES (?, {marks}) "
+            f"ON CONFLICT (telegram_user_id) DO UPDATE SET {updates}",
+            (telegram_user_id, *values.values()),
+        )
+        await db.execute("DELETE FROM alert_thresholds WHERE telegram_user_id = ?", (telegram_user_id,))
+        await db.executemany(
+            "INSERT INTO alert_thresholds (telegram_user_id, counter, threshold) VALUES (?, ?, ?)",
+            [(telegram_user_id, c, t) for c, t in sorted(settings.thresholds.items())],
+        )
+
+    # ---- link codes and limits ---------------------------------------------------------------
+
+    async def count_events(self, kind: str, subject: int, since: float) -> int:
+        """How many limit events of a kind a subject had since a time."""
+        (row,) = await self._fetchall(
+            "SELECT COUNT(*) FROM limit_events WHERE kind = ? AND subject = ? AND at >= ?", (kind, subject, since)
+        )
+        return int(row[0])
+
+    async def add_event(self, kind: str, subject: int, now: float, expire_before: float) -> None:
+        """Record a limit event and drop events too old to matter."""
+        async with self.transaction() as db:
+            await db.execute("INSERT INTO limit_events (kind, subject, at) VALUES (?, ?, ?)", (kind, subject, now))
+            await db.execute("DELETE FROM limit_events WHERE at < ?", (expire_before,))
+
+    async def save_link_code(
+        self, telegram_user_id: int, bitrix_user_id: int, code_hash: str, expires_at: float, tries: int, now: float
+    ) -> None:
+        """Store a new code (replacing any previous one) and count it against both users' limits."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO link_codes (telegram_user_id, bitrix_user_id, code_hash, expires_at, tries_left) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (telegram_user_id) DO UPDATE SET "
+                "bitrix_user_id = excluded.bitrix_user_id, code_hash = excluded.code_hash, "
+                "expires_at = excluded.expires_at, tries_left = excluded.tries_left",
+                (telegram_user_id, bitrix_user_id, code_hash, expires_at, tries),
+            )
+            await db.executemany(
+                "INSERT INTO limit_events (kind, subject, at) VALUES (?, ?, ?)",
+                [("code_tg", telegram_user_id, now), ("code_b24", bitrix_user_id, now)],
+            )
+
+    async def get_link_code(self, telegram_user_id: int) -> tuple[int, str, float, int] | None:
+        """(bitrix_user_id, code_hash, expires_at, tries_left) of the pending code."""
+        row = await self._fetchone(
+            "SELECT bitrix_user_id, code_hash, expires_at, tries_left FROM link_codes WHERE telegram_user_id = ?",
+            (telegram_user_id,),
+        )
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    async def spend_code_try(self, telegram_user_id: int) -> int:
+        """Count one wrong try; returns the tries left (the code is deleted at zero)."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE link_codes SET tries_left = tries_left - 1 WHERE telegram_user_id = ?", (telegram_user_id,)
+            )
+            cur = await db.execute("SELECT tries_left FROM link_codes WHERE telegram_user_id = ?", (telegram_user_id,))
+            row = await cur.fetchone()
+            left = row[0] if row else 0
+            if left <= 0:
+                await db.execute("DELETE FROM link_codes WHERE telegram_user_id = ?", (telegram_user_id,))
+        return max(left, 0)
+
+    async def delete_link_code(self, telegram_user_id: int) -> None:
+        """Forget a pending code."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM link_codes WHERE telegram_user_id = ?", (telegram_user_id,))
+
     # ---- outbox ------------------------------------------------------------------------------
 
     @staticmethod

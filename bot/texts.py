@@ -124,3 +124,206 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "У меня что-то пошло не так. Попробуйте через минуту.",
     },
 }
+
+# Role and counter labels, as the Bitrix24 interface names them.
+ROLE_LABELS: dict[str, dict[str, str]] = {
+    "view_all": {"en": "All", "ru": "Все"},
+    "view_role_responsible": {"en": "Doing", "ru": "Делаю"},
+    "view_role_accomplice": {"en": "Helping", "ru": "Помогаю"},
+    "view_role_auditor": {"en": "Following", "ru": "Наблюдаю"},
+    "view_role_originator": {"en": "Created by me", "ru": "Поручил"},
+}
+COUNTER_LABELS: dict[str, dict[str, str]] = {
+    "expired": {"en": "Overdue", "ru": "Просрочено"},
+    "new_comments": {"en": "New comments", "ru": "Новые комментарии"},
+}
+DAY_NAMES: dict[str, tuple[str, ...]] = {
+    "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+    "ru": ("Пн", "Вт", "Ср", "Чт", "Пт", "Сб", "Вс"),
+}
+
+
+def role_label(lang: str, role: str) -> str:
+    """The interface label of a role."""
+    return ROLE_LABELS[role].get(lang, ROLE_LABELS[role]["en"])
+
+
+def counter_label(lang: str, name: str) -> str:
+    """The label of a counter; unknown counters keep their raw key."""
+    labels = COUNTER_LABELS.get(name)
+    return labels.get(lang, labels["en"]) if labels else name
+
+
+def days_label(lang: str, days: frozenset[int]) -> str:
+    """Weekdays as a short phrase: 'Mon–Fri', 'every day', 'Mon, Wed'."""
+    names = DAY_NAMES.get(lang, DAY_NAMES["en"])
+    ordered = sorted(days)
+    if ordered == list(range(7)):
+        return t(lang, "every_day")
+    if not ordered:
+        return t(lang, "no_days")
+    if len(ordered) >= 3 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{names[ordered[0]]}–{names[ordered[-1]]}"
+    return ", ".join(names[d] for d in ordered)
+
+
+TEXTS.update(
+    {
+        "every_day": {"en": "every day", "ru": "каждый день"},
+        "no_days": {"en": "no days", "ru": "ни одного дня"},
+        # ---- parse errors (keys from bot.parsing) ----
+        "input_too_long": {"en": "That is too long (at most {max_chars} characters).", "ru": "Слишком длинно (не больше {max_chars} символов)."},
+        "input_bad_characters": {"en": "That contains characters I cannot accept.", "ru": "В этом есть символы, которые я не принимаю."},
+        "link_target_invalid": {"en": "Give a Bitrix24 user ID, an e-mail or a profile link.", "ru": "Укажите ID пользователя Битрикс24, e-mail или ссылку на профиль."},
+        "link_id_out_of_range": {"en": "A Bitrix24 user ID is a whole number from 1 to {max}.", "ru": "ID пользователя Битрикс24 — целое число от 1 до {max}."},
+        "link_email_invalid": {"en": "That e-mail address does not look right.", "ru": "Этот e-mail выглядит неправильно."},
+        "link_url_invalid": {"en": "That link is not a Bitrix24 profile link (…/company/personal/user/547/).", "ru": "Это не ссылка на профиль Битрикс24 (…/company/personal/user/547/)."},
+        "link_url_wrong_host": {"en": "That link is not on our portal ({hosts}).", "ru": "Эта ссылка не на нашем портале ({hosts})."},
+        "digest_args_invalid": {"en": "I did not understand that.", "ru": "Я этого не понял."},
+        "digest_time_invalid": {"en": "The time must be H:MM from 0:00 to 23:59.", "ru": "Время — в формате Ч:ММ, от 0:00 до 23:59."},
+        "digest_days_invalid": {"en": "Days are daily, weekdays, weekends or mon…sun, e.g. mon-fri or mon,wed.", "ru": "Дни: daily, weekdays, weekends или пн…вс, например пн-пт или пн,ср."},
+        "digest_days_wrap": {"en": "A range cannot wrap around the week ({start}-{end}); list the days instead.", "ru": "Диапазон не может переходить через конец недели ({start}-{end}); перечислите дни."},
+        "digest_empty_invalid": {"en": "Say /digest empty on or /digest empty off.", "ru": "Напишите /digest empty on или /digest empty off."},
+        "alerts_args_invalid": {"en": "Give a counter and a threshold, or on/off.", "ru": "Укажите счётчик и порог или on/off."},
+        "alerts_counter_unknown": {"en": "The counter is overdue or comments.", "ru": "Счётчик — overdue (просрочено) или comments (комментарии)."},
+        "alerts_threshold_invalid": {"en": "The threshold is a whole number from {min} to {max}.", "ru": "Порог — целое число от {min} до {max}."},
+        "quiet_format_invalid": {"en": "Quiet hours are HH:MM-HH:MM.", "ru": "Тихие часы — в формате ЧЧ:ММ-ЧЧ:ММ."},
+        "quiet_start_equals_end": {"en": "Quiet hours must start and end at different times.", "ru": "Начало и конец тихих часов должны различаться."},
+        "timezone_unknown": {"en": "I do not know that time zone; use an IANA name or UTC+3.", "ru": "Я не знаю такого часового пояса; укажите имя IANA или UTC+3."},
+        "timezone_offset_invalid": {"en": "An offset goes from UTC{min} to UTC{max}, minutes {minutes}.", "ru": "Смещение — от UTC{min} до UTC{max}, минуты {minutes}."},
+        "language_unknown": {"en": "Languages: {choices}.", "ru": "Языки: {choices}."},
+        "pause_format_invalid": {"en": "Give a number of days or a date YYYY-MM-DD.", "ru": "Укажите число дней или дату ГГГГ-ММ-ДД."},
+        "pause_days_out_of_range": {"en": "The pause lasts {min} to {max} days.", "ru": "Пауза — от {min} до {max} дней."},
+        "pause_date_out_of_range": {"en": "The date must be from {first} to {last}.", "ru": "Дата — с {first} по {last}."},
+        "role_unknown": {"en": "Roles: {choices}.", "ru": "Роли: {choices}."},
+        "example": {"en": "Example: <code>{example}</code>", "ru": "Пример: <code>{example}</code>"},
+        # ---- linking ----
+        "link_private_only": {"en": "Linking works only in a private chat with me.", "ru": "Привязка работает только в личном чате со мной."},
+        "link_usage": {
+            "en": "Send your Bitrix24 user ID, e-mail or profile link: <code>/link 547</code>",
+            "ru": "Пришлите ваш ID в Битрикс24, e-mail или ссылку на профиль: <code>/link 547</code>",
+        },
+        "link_code_sent": {
+            "en": "I sent a one-time code to that account's Bitrix24 notifications. Send it here within 10 minutes: <code>/verify 123456</code> or just the six digits.",
+            "ru": "Я отправил одноразовый код в уведомления этого аккаунта Битрикс24. Пришлите его сюда в течение 10 минут: <code>/verify 123456</code> или просто шесть цифр.",
+        },
+        "link_not_found": {"en": "No active Bitrix24 user matches that.", "ru": "Активного пользователя Битрикс24 с такими данными нет."},
+        "link_too_many_lookups": {"en": "Too many lookups; try again in an hour.", "ru": "Слишком много попыток поиска; попробуйте через час."},
+        "link_too_many_codes": {"en": "Too many codes were requested; try again in an hour.", "ru": "Запрошено слишком много кодов; попробуйте через час."},
+        "link_taken": {
+            "en": "That Bitrix24 account is already linked to another Telegram account. Ask an administrator to free it.",
+            "ru": "Этот аккаунт Битрикс24 уже привязан к другому аккаунту Telegram. Попросите администратора освободить его.",
+        },
+        "link_already_yours": {"en": "This account is already linked to you.", "ru": "Этот аккаунт уже привязан к вам."},
+        "verify_no_code": {"en": "There is no code waiting. Start with <code>/link 547</code>.", "ru": "Код не ожидается. Начните с <code>/link 547</code>."},
+        "verify_usage": {"en": "Send the six digits from the notification: <code>/verify 123456</code>", "ru": "Пришлите шесть цифр из уведомления: <code>/verify 123456</code>"},
+        "verify_expired": {"en": "That code has expired. Ask for a new one with /link.", "ru": "Срок кода истёк. Запросите новый через /link."},
+        "verify_wrong": {"en": "Wrong code. Tries left: {left}.", "ru": "Неверный код. Осталось попыток: {left}."},
+        "verify_dead": {"en": "Wrong code, and no tries are left. Ask for a new one with /link.", "ru": "Неверный код, попыток не осталось. Запросите новый через /link."},
+        "linked": {
+            "en": "Linked to <b>{name}</b>.\nMorning digest: {time}, {days}, time zone {zone}.",
+            "ru": "Аккаунт привязан: <b>{name}</b>.\nУтренняя сводка: {time}, {days}, часовой пояс {zone}.",
+        },
+        "linked_digest_off": {"en": "Linked to <b>{name}</b>. Time zone {zone}.", "ru": "Аккаунт привязан: <b>{name}</b>. Часовой пояс {zone}."},
+        "link_moved_away": {
+            "en": "Your Bitrix24 account was linked to another Telegram account with a confirmation code. This chat will get no more messages.",
+            "ru": "Ваш аккаунт Битрикс24 привязан к другому аккаунту Telegram с подтверждением кода. Этот чат больше не будет получать сообщений.",
+        },
+        "unlinked": {"en": "Unlinked. I will send you nothing more. /link links again.", "ru": "Аккаунт отвязан. Больше я ничего не пришлю. /link — привязать снова."},
+        "not_linked": {"en": "You have not linked a Bitrix24 account yet: <code>/link 547</code>", "ru": "Вы ещё не привязали аккаунт Битрикс24: <code>/link 547</code>"},
+        "forgotten": {"en": "Done: I deleted everything I knew about you.", "ru": "Готово: я удалил всё, что знал о вас."},
+        "admin_unlinked": {"en": "Bitrix24 user {bitrix_user_id} is unlinked.", "ru": "Пользователь Битрикс24 {bitrix_user_id} отвязан."},
+        "admin_not_linked": {"en": "Bitrix24 user {bitrix_user_id} is not linked.", "ru": "Пользователь Битрикс24 {bitrix_user_id} не привязан."},
+        "unlinked_by_admin": {"en": "An administrator unlinked your Bitrix24 account. /link links again.", "ru": "Администратор отвязал ваш аккаунт Битрикс24. /link — привязать снова."},
+        "unlinked_inactive": {
+            "en": "Your Bitrix24 account is no longer active, so I unlinked it.",
+            "ru": "Ваш аккаунт Битрикс24 больше не активен, поэтому я его отвязал.",
+        },
+        "admins_only": {"en": "Only the bot's administrators can do that.", "ru": "Это могут только администраторы бота."},
+        "admin_unlink_usage": {"en": "Give a Bitrix24 user ID: <code>/unlink 547</code>", "ru": "Укажите ID пользователя Битрикс24: <code>/unlink 547</code>"},
+        # ---- counters ----
+        "counters_title": {"en": "<b>Task counters</b>", "ru": "<b>Счётчики задач</b>"},
+        "counters_no_access": {
+            "en": "no access to this account's counters (the bot's webhook is probably not an administrator's)",
+            "ru": "нет доступа к счётчикам этого аккаунта (вебхук бота, вероятно, не администратора)",
+        },
+        "counters_none": {"en": "nothing", "ru": "ничего"},
+        "counters_updated": {"en": "updated {time}", "ru": "обновлено {time}"},
+        "counters_cached": {"en": "read at {time}; the next read is possible in a few seconds", "ru": "прочитано в {time}; следующее чтение — через несколько секунд"},
+        "counters_open": {"en": "Open my tasks", "ru": "Открыть мои задачи"},
+        "button_all_roles": {"en": "All roles", "ru": "Все роли"},
+        "button_refresh": {"en": "⟳ Refresh", "ru": "⟳ Обновить"},
+        # ---- settings ----
+        "settings_title": {"en": "<b>Settings</b>", "ru": "<b>Настройки</b>"},
+        "settings_digest": {"en": "Digest: {value}", "ru": "Сводка: {value}"},
+        "settings_digest_on": {"en": "{time}, {days}", "ru": "{time}, {days}"},
+        "settings_off": {"en": "off", "ru": "выключено"},
+        "settings_on": {"en": "on", "ru": "включено"},
+        "settings_empty": {"en": "Empty digests: {value}", "ru": "Пустые сводки: {value}"},
+        "settings_empty_send": {"en": "sent", "ru": "присылать"},
+        "settings_empty_skip": {"en": "skipped", "ru": "пропускать"},
+        "settings_alerts": {"en": "Alerts: {value}", "ru": "Оповещения: {value}"},
+        "settings_threshold": {"en": "{counter} ≥ {threshold}", "ru": "{counter} ≥ {threshold}"},
+        "settings_no_thresholds": {"en": "no thresholds", "ru": "порогов нет"},
+        "settings_quiet": {"en": "Quiet hours: {value}", "ru": "Тихие часы: {value}"},
+        "settings_zone": {"en": "Time zone: {value}", "ru": "Часовой пояс: {value}"},
+        "settings_language": {"en": "Language: English", "ru": "Язык: русский"},
+        "settings_pause": {"en": "Paused until {date}", "ru": "Пауза до {date}"},
+        "settings_hint": {
+            "en": "Change with /digest, /alerts, /quiet, /timezone, /language, /pause.",
+            "ru": "Изменить: /digest, /alerts, /quiet, /timezone, /language, /pause.",
+        },
+        "button_digest_on": {"en": "Digest: turn on", "ru": "Сводка: включить"},
+        "button_digest_off": {"en": "Digest: turn off", "ru": "Сводка: выключить"},
+        "button_alerts_on": {"en": "Alerts: turn on", "ru": "Оповещения: включить"},
+        "button_alerts_off": {"en": "Alerts: turn off", "ru": "Оповещения: выключить"},
+        "button_empty_on": {"en": "Send empty digests", "ru": "Присылать пустые сводки"},
+        "button_empty_off": {"en": "Skip empty digests", "ru": "Пропускать пустые сводки"},
+        "button_quiet_off": {"en": "Quiet hours: off", "ru": "Тихие часы: выключить"},
+        "button_resume": {"en": "End the pause", "ru": "Снять паузу"},
+        "button_settings": {"en": "Change settings", "ru": "Изменить настройки"},
+        "current_digest": {"en": "Digest: {value}.", "ru": "Сводка: {value}."},
+        "current_alerts": {"en": "Alerts: {value}.", "ru": "Оповещения: {value}."},
+        "current_quiet": {"en": "Quiet hours: {value}.", "ru": "Тихие часы: {value}."},
+        "current_zone": {"en": "Time zone: {value}.", "ru": "Часовой пояс: {value}."},
+        "current_language": {"en": "Language: English.", "ru": "Язык: русский."},
+        "current_pause": {"en": "No pause.", "ru": "Паузы нет."},
+        "saved": {"en": "Saved.", "ru": "Сохранено."},
+        "saved_digest": {"en": "Digest: {value}.", "ru": "Сводка: {value}."},
+        "saved_pause": {
+            "en": "Paused: no digests or alerts until {date} (that day's digest comes). /resume ends it.",
+            "ru": "Пауза: без сводок и оповещений до {date} (сводка этого дня придёт). /resume — снять.",
+        },
+        "resumed": {"en": "The pause is over.", "ru": "Пауза снята."},
+        "not_paused": {"en": "There is no pause.", "ru": "Паузы нет."},
+        # ---- digests, alerts, notices ----
+        "digest_title": {"en": "<b>Good morning! Your task counters</b>", "ru": "<b>Доброе утро! Ваши счётчики задач</b>"},
+        "digest_now_title": {"en": "<b>Your task counters</b>", "ru": "<b>Ваши счётчики задач</b>"},
+        "digest_since": {"en": "Changes since the digest of {date}.", "ru": "Изменения со сводки за {date}."},
+        "digest_first": {"en": "This is your first digest.", "ru": "Это ваша первая сводка."},
+        "digest_quiet_folded": {"en": "During quiet hours:", "ru": "За тихие часы:"},
+        "alert": {
+            "en": "⚠️ {counter}: <b>{value}</b> (your threshold is {threshold}).",
+            "ru": "⚠️ {counter}: <b>{value}</b> (ваш порог {threshold}).",
+        },
+        "quiet_summary": {"en": "<b>During quiet hours</b>", "ru": "<b>За тихие часы</b>"},
+        "quiet_item": {"en": "{counter}: <b>{value}</b> (threshold {threshold})", "ru": "{counter}: <b>{value}</b> (порог {threshold})"},
+        "button_snooze_hour": {"en": "Snooze 1 h", "ru": "Отложить на 1 ч"},
+        "button_snooze_tomorrow": {"en": "Snooze until tomorrow", "ru": "Отложить до завтра"},
+        "snoozed": {"en": "Snoozed until {time}.", "ru": "Отложено до {time}."},
+        "bitrix_error": {"en": "I could not read Bitrix24: {reason}", "ru": "Не удалось прочитать Битрикс24: {reason}"},
+        "admin_poll_failing": {
+            "en": "⚠️ Polling Bitrix24 fails: {reason}",
+            "ru": "⚠️ Опрос Битрикс24 не работает: {reason}",
+        },
+        "admin_poll_recovered": {"en": "✅ Polling Bitrix24 recovered after {duration}.", "ru": "✅ Опрос Битрикс24 восстановился через {duration}."},
+        "admin_no_access": {
+            "en": "every linked user's counters read as no access: the webhook is probably not a portal administrator's",
+            "ru": "счётчики всех привязанных пользователей недоступны: вебхук, вероятно, не администратора портала",
+        },
+        "admin_cycle_stretched": {
+            "en": "ℹ️ One poll cycle for {users} users needs about {needed} s under the rate limit and time budget, more than POLL_INTERVAL_SECONDS={interval}; cycles run back to back every {actual} s.",
+            "ru": "ℹ️ Цикл опроса {users} пользователей требует около {needed} с при ограничениях частоты и времени, больше POLL_INTERVAL_SECONDS={interval}; циклы идут подряд раз в {actual} с.",
+        },
+    }
+)
