@@ -1,0 +1,541 @@
+"""FakeBitrix: a stateful, scriptable Bitrix24 REST server as a function from Request to Response."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+_PATH = re.compile(r"^/rest/(\d+)/([^/]+)/([A-Za-z0-9_.]+?)(?:\.json)?/?$")
+_KEY = re.compile(r"^([^\[]+)((?:\[[^\]]*\])*)$")
+ROLES = (
+    "view_all",
+    "view_role_responsible",
+    "view_role_accomplice",
+    "view_role_auditor",
+    "view_role_originator",
+)
+# Which scope each served method needs; None = always allowed (scope "basic").
+_METHOD_SCOPES: dict[str, tuple[str, ...] | None] = {
+    "tasks.task.counters.get": ("task",),
+    "batch": None,
+    "user.get": ("user", "user_basic", "user_brief"),
+    "user.current": ("user", "user_basic", "user_brief"),
+    "profile": None,
+    "scope": None,
+    "im.notify.system.add": ("im",),
+}
+# Counter type codes as the server source has them (facts section 2).
+_CODES = {"expired": 6291456, "new_comments": 12582912, "total": ""}
+
+
+@dataclass
+class Scripted:
+    """One scripted answer; status None means "after the delay, answer normally"."""
+
+    status: int | None = None
+    json: Any = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    drop: bool = False  # raise httpx.ConnectError (transport mode)
+    timeout: bool = False  # raise httpx.ReadTimeout (transport mode)
+
+    @classmethod
+    def error(cls, status: int, code: str, description: str = "") -> "Scripted":
+        """A Bitrix24 error envelope."""
+        return cls(status=status, json={"error": code, "error_description": description})
+
+    @classmethod
+    def html(cls, status: int = 200) -> "Scripted":
+        """An HTML page instead of JSON, as a blocked portal sends."""
+        return cls(
+            status=status,
+            body=b"<html><body><h1>Portal is blocked</h1></body></html>",
+            headers={"Content-Type": "text/html; charset=utf-8"},
+        )
+
+    @classmethod
+    def empty(cls, status: int = 200) -> "Scripted":
+        """An empty body."""
+        return cls(status=status, body=b"")
+
+    @classmethod
+    def redirect(cls, location: str = "https://login.example/auth/", status: int = 302) -> "Scripted":
+        """A redirect to somewhere else."""
+        return cls(status=status, body=b"", headers={"Location": location})
+
+    @classmethod
+    def connect_error(cls) -> "Scripted":
+        """The connection drops before an answer."""
+        return cls(drop=True)
+
+    @classmethod
+    def read_timeout(cls) -> "Scripted":
+        """The answer never comes in time."""
+        return cls(timeout=True)
+
+
+@dataclass
+class Recorded:
+    """One request as the fake saw it."""
+
+    method: str
+    params: dict[str, Any]
+    time: float
+    status: int = 0
+
+
+def php_parse_query(query: str) -> dict[str, Any]:
+    """Parse a query string the way PHP's parse_str does (`a[b][]=c` nests)."""
+    out: dict[str, Any] = {}
+    for raw_key, value in parse_qsl(query, keep_blank_values=True):
+        m = _KEY.match(raw_key)
+        if not m:
+            out[raw_key] = value
+            continue
+        parts = [m.group(1)] + re.findall(r"\[([^\]]*)\]", m.group(2))
+        node: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, dict):
+                key = part if part != "" else str(len(node))
+                if last:
+                    node[key] = value
+                else:
+                    node = node.setdefault(key, {})
+    return out
+
+
+def _listify(value: Any) -> Any:
+    """Turn {"0": a, "1": b} maps (PHP lists) back into lists."""
+    if isinstance(value, dict):
+        value = {k: _listify(v) for k, v in value.items()}
+        if value and all(k.isdigit() for k in value) and sorted(int(k) for k in value) == list(range(len(value))):
+            return [value[str(i)] for i in range(len(value))]
+    return value
+
+
+def _ci(params: dict[str, Any], name: str) -> Any:
+    """Case-insensitive parameter lookup."""
+    for key, value in params.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def _truthy_active(value: Any) -> bool:
+    """How the server reads ACTIVE: truthy and not "N" means Y (facts section 4)."""
+    if isinstance(value, str):
+        return value not in ("", "0", "N", "n")
+    return bool(value)
+
+
+class _Fail(Exception):
+    """An error envelope to send."""
+
+    def __init__(self, status: int, code: str, description: str) -> None:
+        super().__init__(code)
+        self.status, self.code, self.description = status, code, description
+
+
+class FakeBitrix:
+    """A fake Bitrix24 portal with one inbound webhook; set its state from tests."""
+
+    def __init__(self, webhook_user_id: int = 1, webhook_code: str = "fakewebhookcode0123456789") -> None:
+        self.webhook_user_id = webhook_user_id
+        self.webhook_code = webhook_code
+        self.users: dict[int, dict[str, Any]] = {}
+        self.counters: dict[tuple[int, str], dict[str, int]] = {}
+        self.scopes: set[str] = {"task", "user", "im"}
+        self.admin = True
+        self.plan_has_rest = True
+        self.cloud_time = True  # include operating / operating_reset_at in `time`
+        self.notifications: list[tuple[int, str]] = []
+        self.requests: list[Recorded] = []
+        self.script: deque[Scripted] = deque()
+        # Per-command failures: (bitrix_user_id, role) -> (code, description).
+        self.counter_errors: dict[tuple[int, str], tuple[str, str]] = {}
+        # Whole-method failures: method -> (status, code, description).
+        self.method_errors: dict[str, tuple[int, str, str]] = {}
+        self.clock: Callable[[], float] = time.time
+        # Leaky bucket (off unless limit() is called).
+        self._limit_on = False
+        self._rate = 2.0
+        self._burst = 50
+        self._level = 0.0
+        self._level_at = 0.0
+        self.rejected_503 = 0
+        # Operating time: seconds each call of a method takes; limit per 10 minutes.
+        self.method_seconds: dict[str, float] = {}
+        self.operating_limit: float | None = None
+        self._operating: dict[str, list[tuple[float, float]]] = {}
+        self._lock = threading.Lock()
+
+    # -- state helpers --------------------------------------------------------------
+
+    def add_user(
+        self,
+        bitrix_user_id: int,
+        name: str = "Anna",
+        last_name: str = "Smith",
+        email: str | None = None,
+        active: bool = True,
+        time_zone: str = "",
+        admin: bool = False,
+    ) -> None:
+        """Add or replace a portal user."""
+        self.users[bitrix_user_id] = {
+            "NAME": name,
+            "LAST_NAME": last_name,
+            "EMAIL": email if email is not None else f"user{bitrix_user_id}@corp.example",
+            "ACTIVE": active,
+            "TIME_ZONE": time_zone,
+            "ADMIN": admin,
+        }
+
+    def set_counters(self, bitrix_user_id: int, role: str = "view_all", **values: int) -> None:
+        """Set one user's counters for one role (names -> ints)."""
+        self.counters[(bitrix_user_id, role)] = dict(values)
+
+    def limit(self, rate: float = 2.0, burst: int = 50, clock: Callable[[], float] | None = None) -> None:
+        """Switch on the leaky bucket: +1 per request, drains `rate`/s, over `burst` -> 503."""
+        with self._lock:
+            self._limit_on = True
+            self._rate, self._burst = rate, burst
+            if clock is not None:
+                self.clock = clock
+            self._level = 0.0
+            self._level_at = self.clock()
+
+    def push(self, *answers: Scripted) -> None:
+        """Queue scripted answers for the next requests, in order."""
+        with self._lock:
+            self.script.extend(answers)
+
+    def request_count(self, method: str | None = None) -> int:
+        """How many requests arrived (for one method, or all)."""
+        with self._lock:
+            return sum(1 for r in self.requests if method is None or r.method == method)
+
+    # -- the server -----------------------------------------------------------------
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """Serve one HTTP request."""
+        scripted: Scripted | None = None
+        with self._lock:
+            now = self.clock()
+            parsed = urlsplit(str(request.url))
+            m = _PATH.match(parsed.path)
+            method = m.group(3) if m else parsed.path
+            params = self._params(request, parsed.query)
+            record = Recorded(method=method, params=params, time=now)
+            self.requests.append(record)
+            if self.script:
+                scripted = self.script.popleft()
+        if scripted is not None:
+            if scripted.delay:
+                time.sleep(scripted.delay)
+            if scripted.drop:
+                raise httpx.ConnectError("connection dropped by the fake", request=request)
+            if scripted.timeout:
+                raise httpx.ReadTimeout("no answer from the fake", request=request)
+            if scripted.status is not None:
+                record.status = scripted.status
+                if scripted.json is not None:
+                    return httpx.Response(scripted.status, json=scripted.json, headers=scripted.headers)
+                return httpx.Response(scripted.status, content=scripted.body or b"", headers=scripted.headers)
+        with self._lock:
+            status, payload = self._serve(m, method, params)
+        record.status = status
+        return httpx.Response(status, json=payload)
+
+    def _params(self, request: httpx.Request, query: str) -> dict[str, Any]:
+        params: dict[str, Any] = _listify(php_parse_query(query)) if query else {}
+        body = request.content
+        if body:
+            ctype = request.headers.get("content-type", "")
+            if "json" in ctype:
+                try:
+                    loaded = json.loads(body)
+                except ValueError:
+                    loaded = None
+                if isinstance(loaded, dict):
+                    params.update(loaded)
+            else:
+                params.update(_listify(php_parse_query(body.decode("utf-8", "replace"))))
+        return params
+
+    def _serve(self, m: re.Match[str] | None, method: str, params: dict[str, Any]) -> tuple[int, Any]:
+        """Route one request; runs under the lock."""
+        now = self.clock()
+        if m is None:
+            return 404, {"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}
+        if int(m.group(1)) != self.webhook_user_id or m.group(2) != self.webhook_code:
+            return 401, {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"}
+        if self._limit_on:
+            self._level = max(0.0, self._level - (now - self._level_at) * self._rate)
+            self._level_at = now
+            if self._level + 1 > self._burst + 1e-9:
+                self.rejected_503 += 1
+                return 503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+            self._level += 1
+        if not self.plan_has_rest:
+            return 403, {
+                "error": "ACCESS_DENIED",
+                "error_description": "REST API is available only on commercial plans",
+            }
+        try:
+            if method == "batch":
+                result = self._batch(params, now)
+                return 200, {"result": result, "time": self._time_block(now, 0.001, None)}
+            result, extra = self._run(method, params, now)
+        except _Fail as fail:
+            return fail.status, {"error": fail.code, "error_description": fail.description}
+        envelope: dict[str, Any] = {"result": result, **extra}
+        envelope["time"] = self._time_block(now, self._spend(method, now), method)
+        return 200, envelope
+
+    def _run(self, method: str, params: dict[str, Any], now: float) -> tuple[Any, dict[str, Any]]:
+        """Run one non-batch method; raises _Fail."""
+        if method in self.method_errors:
+            raise _Fail(*self.method_errors[method])
+        if method not in _METHOD_SCOPES:
+            raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+        needed = _METHOD_SCOPES[method]
+        if needed is not None and not (self.scopes & set(needed)):
+            raise _Fail(
+                403,
+                "insufficient_scope",
+                "The request requires higher privileges than provided by the webhook token",
+            )
+        if self._blocked(method, now):
+            raise _Fail(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+        if method == "tasks.task.counters.get":
+            return self._counters(params), {"total": 1}
+        if method == "user.get":
+            return self._user_get(params)
+        if method == "user.current":
+            return self._user_dict(self.webhook_user_id, with_admin=False), {}
+        if method == "profile":
+            user = self._user_dict(self.webhook_user_id, with_admin=False)
+            if not user.get("ACTIVE", True):
+                return [], {}
+            return {
+                "ID": str(self.webhook_user_id),
+                "ADMIN": self.admin,
+                "NAME": user["NAME"],
+                "LAST_NAME": user["LAST_NAME"],
+                "PERSONAL_GENDER": "",
+                "TIME_ZONE": user["TIME_ZONE"],
+            }, {}
+        if method == "scope":
+            return sorted(self.scopes), {}
+        if method == "im.notify.system.add":
+            return self._notify(params), {}
+        raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+
+    # -- methods ------------------------------------------------------------------------
+
+    def _counters(self, params: dict[str, Any]) -> Any:
+        raw_user = _ci(params, "userId")
+        try:
+            bitrix_user_id = int(raw_user) if raw_user not in (None, "") else 0
+        except (TypeError, ValueError):
+            raise _Fail(
+                400, "0", f"Invalid value {raw_user} to match with parameter {{userId}}. Should be value of type int."
+            ) from None
+        if bitrix_user_id == 0:
+            bitrix_user_id = self.webhook_user_id
+        role = str(_ci(params, "type") or "view_all").lower()
+        if (bitrix_user_id, role) in self.counter_errors:
+            code, description = self.counter_errors[(bitrix_user_id, role)]
+            raise _Fail(400, code, description)
+        if not self.admin and bitrix_user_id != self.webhook_user_id:
+            return []
+        values = self.counters.get((bitrix_user_id, role))
+        if values is None or role not in ROLES:
+            return []
+        return {name: {"counter": value, "code": _CODES.get(name, 0)} for name, value in values.items()}
+
+    def _user_dict(self, bitrix_user_id: int, with_admin: bool) -> dict[str, Any]:
+        user = self.users.get(bitrix_user_id) or {
+            "NAME": "Webhook",
+            "LAST_NAME": "Owner",
+            "EMAIL": "owner@corp.example",
+            "ACTIVE": True,
+            "TIME_ZONE": "",
+            "ADMIN": self.admin,
+        }
+        out: dict[str, Any] = {
+            "ID": str(bitrix_user_id),
+            "ACTIVE": bool(user.get("ACTIVE", True)),
+            "NAME": user.get("NAME", ""),
+            "LAST_NAME": user.get("LAST_NAME", ""),
+            "EMAIL": user.get("EMAIL", ""),
+            "TIME_ZONE": user.get("TIME_ZONE", ""),
+            "USER_TYPE": "employee",
+            "UF_DEPARTMENT": [1],
+        }
+        if with_admin:
+            out["ADMIN"] = bool(user.get("ADMIN", False))
+        if "user" not in self.scopes and "user_basic" not in self.scopes:
+            out.pop("EMAIL")  # user_brief: name only
+        return out
+
+    def _user_get(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        flt = _ci(params, "FILTER")
+        if not isinstance(flt, dict):
+            flt = {k: v for k, v in params.items() if k.upper() not in ("SORT", "ORDER", "ADMIN_MODE", "START")}
+        email_allowed = bool(self.scopes & {"user", "user_basic"})
+        ids: set[int] | None = None
+        email: str | None = None
+        active: bool | None = None
+        for key, value in flt.items():
+            upper = key.upper()
+            if upper == "ID":
+                values = value if isinstance(value, list) else [value]
+                ids = {int(v) for v in values}
+            elif upper == "EMAIL" and email_allowed:  # silently dropped otherwise
+                email = str(value).lower()
+            elif upper == "ACTIVE":
+                active = _truthy_active(value)
+        found = []
+        for bitrix_user_id in sorted(self.users):
+            user = self.users[bitrix_user_id]
+            if ids is not None and bitrix_user_id not in ids:
+                continue
+            if email is not None and str(user.get("EMAIL", "")).lower() != email:
+                continue
+            if active is not None and bool(user.get("ACTIVE", True)) != active:
+                continue
+            found.append(self._user_dict(bitrix_user_id, with_admin=False))
+        start = int(_ci(params, "start") or 0)
+        page = found[start : start + 50]
+        extra: dict[str, Any] = {"total": len(found)}
+        if start + 50 < len(found):
+            extra["next"] = start + 50
+        return page, extra
+
+    def _notify(self, params: dict[str, Any]) -> int:
+        raw_user = _ci(params, "USER_ID")
+        message = str(_ci(params, "MESSAGE") or "").strip()
+        try:
+            bitrix_user_id = int(raw_user)
+        except (TypeError, ValueError):
+            bitrix_user_id = 0
+        if bitrix_user_id <= 0:
+            raise _Fail(400, "USER_ID_EMPTY", "Recipient is empty")
+        if not message:
+            raise _Fail(400, "MESSAGE_EMPTY", "Message can't be empty")
+        self.notifications.append((bitrix_user_id, message))
+        return len(self.notifications)
+
+    def _batch(self, params: dict[str, Any], now: float) -> dict[str, Any]:
+        cmd = _ci(params, "cmd")
+        if isinstance(cmd, list):
+            cmd = {str(i): v for i, v in enumerate(cmd)}
+        if not isinstance(cmd, dict):
+            cmd = {}
+        results: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        totals: dict[str, Any] = {}
+        nexts: dict[str, Any] = {}
+        times: dict[str, Any] = {}
+        for index, (key, command) in enumerate(cmd.items()):
+            if not isinstance(command, str):
+                continue  # the server silently skips non-string commands
+            if index >= 50:
+                errors[key] = {"error": "ERROR_BATCH_LENGTH_EXCEEDED", "error_description": "Max batch length exceeded"}
+                continue
+            sub_method, _, query = command.partition("?")
+            sub_method = sub_method.removesuffix(".json")
+            if sub_method == "batch":
+                errors[key] = {
+                    "error": "ERROR_BATCH_METHOD_NOT_ALLOWED",
+                    "error_description": "Method is not allowed for batch usage",
+                }
+                continue
+            sub_params = _listify(php_parse_query(query))
+            try:
+                result, extra = self._run(sub_method, sub_params, now)
+            except _Fail as fail:
+                errors[key] = {"error": fail.code, "error_description": fail.description}
+                continue
+            results[key] = result
+            if "total" in extra and sub_method != "tasks.task.counters.get":
+                totals[key] = extra["total"]
+            if "next" in extra:
+                nexts[key] = extra["next"]
+            duration = self._spend(sub_method, now)
+            times[key] = {
+                "start": now,
+                "finish": now + duration,
+                "duration": duration,
+                "processing": duration,
+                "date_start": _iso(now),
+                "date_finish": _iso(now + duration),
+            }
+        # PHP serialises every empty map as [] (facts section 1).
+        return {
+            "result": results or [],
+            "result_error": errors or [],
+            "result_total": totals or [],
+            "result_next": nexts or [],
+            "result_time": times or [],
+        }
+
+    # -- operating time -----------------------------------------------------------------
+
+    def _spend(self, method: str, now: float) -> float:
+        """Record one call's execution time and return it."""
+        seconds = self.method_seconds.get(method, 0.001)
+        self._operating.setdefault(method, []).append((now, seconds))
+        return seconds
+
+    def _window(self, method: str, now: float) -> list[tuple[float, float]]:
+        calls = [c for c in self._operating.get(method, []) if c[0] > now - 600]
+        self._operating[method] = calls
+        return calls
+
+    def operating(self, method: str, now: float | None = None) -> tuple[float, float]:
+        """(seconds used in the last 10 minutes, operating_reset_at) for a method."""
+        now = self.clock() if now is None else now
+        calls = self._window(method, now)
+        used = sum(c[1] for c in calls)
+        if not calls:
+            return 0.0, now + 600
+        # Baskets are one minute long and start at their first call (limits.md).
+        return used, calls[0][0] + 600
+
+    def _blocked(self, method: str, now: float) -> bool:
+        if self.operating_limit is None:
+            return False
+        used, _ = self.operating(method, now)
+        return used > self.operating_limit
+
+    def _time_block(self, now: float, duration: float, method: str | None) -> dict[str, Any]:
+        block: dict[str, Any] = {
+            "start": now,
+            "finish": now + duration,
+            "duration": duration,
+            "processing": duration,
+            "date_start": _iso(now),
+            "date_finish": _iso(now + duration),
+        }
+        if self.cloud_time and method is not None:
+            used, reset_at = self.operating(method, now)
+            block["operating_reset_at"] = int(reset_at)
+            block["operating"] = used
+        return block
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
