@@ -17,8 +17,13 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.delivery import DeliveryLimiter
 from bot.metrics import Metrics
-from bot.storage import Storage
-from bot.texts import COMMANDS
+from bot.bitrix import BitrixClient
+from bot.coordinator import Coordinator
+from bot.delivery import OutboxWorker
+from bot.linking import Linker
+from bot.reader import CounterReader
+from bot.storage import OutgoingMessage, Storage
+from bot.texts import COMMANDS, pick_language, t
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +42,32 @@ class Services:
     settings: Settings
     storage: Storage
     clock: Clock
-    bitrix: Any = None
+    bitrix: BitrixClient
     metrics: Metrics = field(default_factory=Metrics)
     started_at: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
+    outbox: OutboxWorker | None = None
+
+    def __post_init__(self) -> None:
+        self.linker = Linker(self.settings, self.storage, self.bitrix, self.clock)
+        self.reader = CounterReader(self.bitrix, self.clock)
+        self.coordinator = Coordinator(self.settings, self.storage, self.bitrix, self.clock, self.metrics, self.wake_outbox)
+        self.metrics.watch(self)
+
+    def wake_outbox(self) -> None:
+        """New bulk messages were queued."""
+        if self.outbox is not None:
+            self.outbox.wake()
+
+    async def notify_user(self, telegram_user_id: int, key: str) -> None:
+        """Queue a one-off notice to a user, in their language."""
+        user = await self.storage.get_user(telegram_user_id)
+        if user is None or user.blocked:
+            return
+        lang = pick_language(user.language, user.language_code, self.settings.default_language)
+        message = OutgoingMessage(telegram_user_id, user.chat_id, "notice", t(lang, key))
+        await self.storage.queue([message], self.clock.timestamp())
+        self.wake_outbox()
 
 
 class BotContext(CallbackContext[ExtBot, dict, dict, dict]):

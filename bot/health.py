@@ -21,7 +21,7 @@ def health_status(app: Application) -> tuple[bool, dict[str, object]]:
         problems.append("telegram polling is not running")
     if not (app.job_queue and app.job_queue.scheduler.running):
         problems.append("the scheduler is not running")
-    last_ok = services.extras.get("last_poll_ok_at") or services.started_at
+    last_ok = services.coordinator.last_success_at or services.started_at
     limit = 2 * services.settings.poll_interval_seconds + 60
     age = now - last_ok
     if age > limit:

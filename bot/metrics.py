@@ -2,7 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class _BitrixCollector(Collector):
+    """Reads the Bitrix24 client's own counts at scrape time, so there is one source of truth."""
+
+    def __init__(self, services: Any) -> None:
+        self._services = services
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._services.bitrix.stats
+        requests = CounterMetricFamily("bot_bitrix24_requests", "Bitrix24 HTTP requests by outcome", labels=["outcome"])
+        for outcome, count in sorted(stats.outcomes.items()):
+            requests.add_metric([outcome], count)
+        yield requests
+        yield CounterMetricFamily("bot_bitrix24_http_503", "QUERY_LIMIT_EXCEEDED (503) answers received", value=stats.http_503)
+        yield CounterMetricFamily("bot_bitrix24_http_429", "OPERATION_TIME_LIMIT (429) answers received", value=stats.http_429)
+        yield CounterMetricFamily("bot_bitrix24_retries", "Bitrix24 requests retried", value=stats.retries)
+        coordinator = self._services.coordinator
+        yield GaugeMetricFamily(
+            "bot_bitrix24_method_time_seconds",
+            "tasks.task.counters.get execution time in the last 10 minutes (time budget)",
+            value=self._services.bitrix.method_time_used("tasks.task.counters.get"),
+        )
+        yield GaugeMetricFamily("bot_poll_interval_seconds", "Effective poll interval", value=coordinator.effective_interval)
+        yield GaugeMetricFamily("bot_no_access_users", "Users whose counters read as [] in the last cycle", value=len(coordinator.no_access_users))
+        last = coordinator.last_success_at
+        yield GaugeMetricFamily("bot_last_poll_success_timestamp", "When the last poll cycle succeeded", value=last or 0)
 
 
 class Metrics:
@@ -18,11 +49,12 @@ class Metrics:
             "bot_poll_cycle_seconds", "Duration of a poll cycle", registry=r,
             buckets=(1, 5, 15, 30, 60, 90, 120, 300, 600, 1800),
         )
-        self.bitrix_requests = Counter("bot_bitrix24_requests", "Bitrix24 HTTP requests by outcome", ["outcome"], registry=r)
-        self.bitrix_503 = Counter("bot_bitrix24_http_503", "QUERY_LIMIT_EXCEEDED answers received", registry=r)
-        self.bitrix_429 = Counter("bot_bitrix24_http_429", "OPERATION_TIME_LIMIT answers received", registry=r)
         self.messages = Counter("bot_messages", "Outgoing bulk messages by outcome", ["outcome"], registry=r)
         self.queue_length = Gauge("bot_outbox_queued", "Bulk messages waiting in the outbox", registry=r)
+
+    def watch(self, services: Any) -> None:
+        """Export the Bitrix24 client's and the coordinator's figures too."""
+        self.registry.register(_BitrixCollector(services))
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -9,7 +9,7 @@ import os
 import sqlite3
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, time
+from datetime import date, datetime, time, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
@@ -89,6 +89,27 @@ class OutgoingMessage:
     text: str
     reply_markup: str | None = None
     not_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class Audience:
+    """What the scheduled work needs about one linked, unblocked user."""
+
+    link: Link
+    language_code: str | None
+    settings: UserSettings
+    states: dict[str, AlertState]
+    last_digest_date: date | None
+    digest_saved_at: float
+
+
+@dataclass(frozen=True)
+class PollUpdate:
+    """One user's result of a poll: new alert states and the view_all counters read."""
+
+    telegram_user_id: int
+    states: dict[str, AlertState]
+    view_all: dict[str, int] | None
 
 
 class Storage:
@@ -490,6 +511,173 @@ class Storage:
         async with self.transaction() as db:
             await db.execute("DELETE FROM link_codes WHERE telegram_user_id = ?", (telegram_user_id,))
 
+    # ---- polling, alerts and digests ---------------------------------------------------------
+
+    async def audience(self, telegram_user_ids: Iterable[int] | None = None) -> dict[int, Audience]:
+        """Settings, alert states, language and last digests of linked, unblocked users (all, or these)."""
+        where, params = "", []
+        if telegram_user_ids is not None:
+            ids = list(telegram_user_ids)
+            if not ids:
+                return {}
+            where = f" AND l.telegram_user_id IN ({','.join('?' * len(ids))})"
+            params = ids
+        rows = await self._fetchall(
+            f"""SELECT l.telegram_user_id, u.chat_id, l.bitrix_user_id, l.full_name, u.language_code, s.*,
+                       (SELECT MAX(local_date) FROM digest_log d WHERE d.telegram_user_id = l.telegram_user_id) AS last_date
+                FROM links l JOIN users u USING (telegram_user_id) JOIN user_settings s USING (telegram_user_id)
+                WHERE u.blocked = 0{where}""",
+            params,
+        )
+        thresholds: dict[int, dict[str, int]] = {}
+        for r in await self._fetchall("SELECT telegram_user_id, counter, threshold FROM alert_thresholds"):
+            thresholds.setdefault(r[0], {})[r[1]] = r[2]
+        states: dict[int, dict[str, AlertState]] = {}
+        for r in await self._fetchall("SELECT * FROM alert_state"):
+            states.setdefault(r["telegram_user_id"], {})[r["counter"]] = load_alert_state(r)
+        out = {}
+        for r in rows:
+            tid = r["telegram_user_id"]
+            out[tid] = Audience(
+                link=Link(tid, r["chat_id"], r["bitrix_user_id"], r["full_name"]),
+                language_code=r["language_code"],
+                settings=load_settings_row(r, thresholds.get(tid, {})),
+                states=states.get(tid, {}),
+                last_digest_date=date.fromisoformat(r["last_date"]) if r["last_date"] else None,
+                digest_saved_at=r["digest_saved_at"],
+            )
+        return out
+
+    async def apply_poll(self, updates: Iterable[PollUpdate], messages: Iterable[OutgoingMessage], now: float) -> None:
+        """Store new alert states and view_all snapshots, and queue the alerts they caused, atomically."""
+        updates = list(updates)
+        async with self.transaction() as db:
+            for update in updates:
+                await db.execute("DELETE FROM alert_state WHERE telegram_user_id = ?", (update.telegram_user_id,))
+            await db.executemany(
+                "INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [dump_alert_state(u.telegram_user_id, st) for u in updates for st in u.states.values()],
+            )
+            await db.executemany(
+                "INSERT INTO counter_snapshots (telegram_user_id, role, counters, read_at) VALUES (?, 'view_all', ?, ?) "
+                "ON CONFLICT (telegram_user_id, role) DO UPDATE SET counters = excluded.counters, read_at = excluded.read_at",
+                [(u.telegram_user_id, to_json(u.view_all) if u.view_all is not None else None, now) for u in updates],
+            )
+            await self.enqueue(db, messages, now)
+
+    async def snapshot(self, telegram_user_id: int) -> dict[str, int] | None:
+        """The last view_all counters the poll read for a user."""
+        row = await self._fetchone(
+            "SELECT counters FROM counter_snapshots WHERE telegram_user_id = ? AND role = 'view_all'", (telegram_user_id,)
+        )
+        return json.loads(row[0]) if row and row[0] else None
+
+    async def set_snooze(self, telegram_user_id: int, counter: str, until: Any) -> bool:
+        """Snooze one counter's alerts; a new snooze replaces the old one."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "UPDATE alert_state SET snooze_until = ? WHERE telegram_user_id = ? AND counter = ?",
+                (until.timestamp(), telegram_user_id, counter),
+            )
+            return cur.rowcount > 0
+
+    async def alert_states(self, telegram_user_id: int) -> dict[str, AlertState]:
+        """A user's alert states."""
+        rows = await self._fetchall("SELECT * FROM alert_state WHERE telegram_user_id = ?", (telegram_user_id,))
+        return {r["counter"]: load_alert_state(r) for r in rows}
+
+    async def last_sent_digest(self, telegram_user_id: int) -> tuple[date, dict[str, dict[str, int]]] | None:
+        """The local date and counters of the last scheduled digest that was sent."""
+        row = await self._fetchone(
+            "SELECT local_date, counters FROM digest_log WHERE telegram_user_id = ? AND status = 'sent' "
+            "ORDER BY local_date DESC LIMIT 1",
+            (telegram_user_id,),
+        )
+        if row is None:
+            return None
+        return date.fromisoformat(row[0]), json.loads(row[1] or "{}")
+
+    async def record_digest(
+        self,
+        telegram_user_id: int,
+        local_date: date,
+        due_at: float,
+        status: str,
+        counters: dict[str, dict[str, int]] | None,
+        message: OutgoingMessage | None,
+        states: dict[str, AlertState] | None,
+        now: float,
+    ) -> bool:
+        """Log a digest (sent or skipped) with its message and any folded quiet summary; False if already logged."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO digest_log (telegram_user_id, local_date, due_at, status, counters) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (telegram_user_id, local_date.isoformat(), due_at, status, to_json(counters) if counters else None),
+            )
+            if cur.rowcount == 0:
+                return False
+            if message is not None:
+                await self.enqueue(db, [message], now)
+            if states is not None:
+                await db.execute("DELETE FROM alert_state WHERE telegram_user_id = ?", (telegram_user_id,))
+                await db.executemany(
+                    "INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [dump_alert_state(telegram_user_id, st) for st in states.values()],
+                )
+        return True
+
+    async def digest_log(self, telegram_user_id: int) -> list[dict[str, Any]]:
+        """Every digest_log row of a user (tests, /stats)."""
+        rows = await self._fetchall(
+            "SELECT * FROM digest_log WHERE telegram_user_id = ? ORDER BY local_date", (telegram_user_id,)
+        )
+        return [dict(r) for r in rows]
+
+    async def drop_pending_digests(self, telegram_user_id: int, now: float) -> None:
+        """After a digest setting changes: a digest queued for later is withdrawn with its log row."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "SELECT id, not_before FROM outbox WHERE telegram_user_id = ? AND kind = 'digest' "
+                "AND status = 'queued' AND not_before > ?",
+                (telegram_user_id, now),
+            )
+            for row_id, not_before in await cur.fetchall():
+                await db.execute("UPDATE outbox SET status = 'dropped', error = 'settings changed' WHERE id = ?", (row_id,))
+                await db.execute(
+                    "DELETE FROM digest_log WHERE telegram_user_id = ? AND due_at = ? AND status = 'sent'",
+                    (telegram_user_id, not_before),
+                )
+
+    async def admin_notice_state(self) -> dict[str, tuple[float, float | None, bool]]:
+        """cause -> (first seen, last told, active)."""
+        rows = await self._fetchall("SELECT cause, first_seen_at, last_told_at, active FROM admin_notices")
+        return {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
+
+    async def save_admin_notices(
+        self, states: dict[str, tuple[float, float | None, bool]], messages: Iterable[OutgoingMessage], now: float
+    ) -> None:
+        """Replace the admin-notice state and queue the notices it decided on, atomically."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM admin_notices")
+            await db.executemany(
+                "INSERT INTO admin_notices (cause, first_seen_at, last_told_at, active) VALUES (?, ?, ?, ?)",
+                [(c, first, told, int(active)) for c, (first, told, active) in states.items()],
+            )
+            await self.enqueue(db, messages, now)
+
+    async def queue(self, messages: Iterable[OutgoingMessage], now: float) -> None:
+        """Queue bulk messages on their own (notices that change no other state)."""
+        async with self.transaction() as db:
+            await self.enqueue(db, messages, now)
+
+    async def mark_checked(self, telegram_user_ids: Iterable[int], now: float) -> None:
+        """Record the daily re-check of these links."""
+        async with self.transaction() as db:
+            await db.executemany(
+                "UPDATE links SET checked_at = ? WHERE telegram_user_id = ?", [(now, t) for t in telegram_user_ids]
+            )
+
     # ---- outbox ------------------------------------------------------------------------------
 
     @staticmethod
@@ -605,6 +793,18 @@ def dump_alert_state(telegram_user_id: int, s: AlertState) -> tuple[Any, ...]:
         s.snooze_until.timestamp() if s.snooze_until else None,
         int(s.held),
         int(s.baseline_needed),
+    )
+
+
+def load_alert_state(row: Any) -> AlertState:
+    """An alert_state row as AlertState."""
+    return AlertState(
+        counter=row["counter"],
+        alerted=bool(row["alerted"]),
+        peak=row["peak"],
+        snooze_until=datetime.fromtimestamp(row["snooze_until"], timezone.utc) if row["snooze_until"] is not None else None,
+        held=bool(row["held"]),
+        baseline_needed=bool(row["baseline_needed"]),
     )
 
 

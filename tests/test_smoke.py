@@ -36,8 +36,8 @@ def _env(tmp_path: Path, tg_url: str, b24_url: str, **extra: str) -> dict[str, s
         DATABASE_PATH=str(tmp_path / "data" / "bot.sqlite3"),
         PYTHONPATH=str(ROOT),
         NO_PROXY="127.0.0.1,localhost",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
