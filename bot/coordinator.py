@@ -30,6 +30,7 @@ TRANSIENT_MIN_SECONDS = 300.0
 TRANSIENT_MIN_CYCLES = 2
 PERMANENT_CAUSES = frozenset({"auth", "scope", "plan", "portal_gone", "no_access", "permission"})
 DIGEST_LOOKAHEAD = timedelta(minutes=30)
+MASS_UNLINK_MIN = 10
 
 
 @dataclass(frozen=True)
@@ -368,10 +369,11 @@ class Coordinator:
             return 0
         by_bitrix = {a.link.bitrix_user_id: a for a in audience.values()}
         active = await self._bitrix.users_by_ids(list(by_bitrix))
-        if not active:
-            log.warning("daily re-check: user.get returned none of %d linked users; unlinking nobody", len(by_bitrix))
-            return 0
         gone = [a for bid, a in by_bitrix.items() if bid not in active]
+        if len(by_bitrix) >= MASS_UNLINK_MIN and len(gone) > len(by_bitrix) / 2:
+            # More likely a misconfigured webhook (scope, filters) than half the company leaving at once.
+            log.warning("daily re-check: %d of %d linked users look inactive; unlinking nobody", len(gone), len(by_bitrix))
+            return 0
         now = self._clock.timestamp()
         for who in gone:
             await self._storage.unlink(who.link.telegram_user_id, now)

@@ -187,14 +187,33 @@ class Storage:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One serialised BEGIN IMMEDIATE … COMMIT; rolled back on any error."""
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._to_the_end("BEGIN IMMEDIATE")
+            except asyncio.CancelledError:
+                if self._db.in_transaction:
+                    await self._to_the_end("ROLLBACK")
+                raise
             try:
                 yield self._db
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    await self._to_the_end("ROLLBACK")
                 raise
             else:
-                await self._db.execute("COMMIT")
+                await self._to_the_end("COMMIT")
+
+    async def _to_the_end(self, sql: str) -> None:
+        """Run a transaction-control statement to completion even if our caller is cancelled meanwhile.
+
+        The statement runs on aiosqlite's thread whatever happens to the awaiting task; a cancelled
+        BEGIN that nobody rolls back would leave the shared connection inside a transaction.
+        """
+        task = asyncio.ensure_future(self._db.execute(sql))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
 
     async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         return list(await self._db.execute_fetchall(sql, tuple(params)))

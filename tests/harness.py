@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from telegram.request import HTTPXRequest
 from bot.app import Services, build_application
 from bot.bitrix import BitrixClient, LeakyBucket, build_http_client
 from bot.config import Settings, load_settings
-from bot.delivery import DeliveryLimiter
+from bot.delivery import DeliveryLimiter, OutboxWorker
 from bot.storage import Storage
 from tests.fakes.bitrix import FakeBitrix
 from tests.fakes.clock import FakeClock
@@ -77,6 +78,28 @@ class Harness:
         await self.app.shutdown()
         await self._http.aclose()
         await self.storage.close()
+
+    async def flush(self) -> None:
+        """Run the outbox worker until every due bulk message has been handled."""
+        worker = OutboxWorker(self.storage, self.app.bot, self.clock, self.services.metrics, idle_wait=0.02)
+        self.services.outbox = worker
+        task = asyncio.create_task(worker.run())
+        try:
+            await worker.drain()
+        finally:
+            await worker.stop(timeout=5)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            self.services.outbox = None
+
+    async def poll(self) -> Any:
+        """One poll cycle, then deliver what it queued."""
+        result = await self.services.coordinator.poll_cycle()
+        await self.flush()
+        return result
 
     async def send(self, update: dict[str, Any]) -> None:
         """Deliver one update through the Application, as polling would, and wait for its handling."""

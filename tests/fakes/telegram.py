@@ -27,6 +27,7 @@ class Call:
     method: str
     params: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
+    status: int = 0  # the HTTP status the fake answered with
 
 
 def visible_length(text: str) -> int:
@@ -62,6 +63,7 @@ class FakeTelegram:
         self.too_many_requests = 0
         self.get_updates_delay_cap = 10.0
         self.token_rejected = False
+        self._local = threading.local()
 
     # ---- wiring ------------------------------------------------------------------------------
 
@@ -155,19 +157,22 @@ class FakeTelegram:
                 "date": int(time.time()),
                 "old_chat_member": {"status": old, "user": bot},
                 "new_chat_member": {"status": status, "user": bot, **({"until_date": 0} if status == "kicked" else {})},
+                **({"old_chat_member": {"status": old, "user": bot, "until_date": 0}} if old == "kicked" else {}),
             }
         }
 
     # ---- assertions helpers ------------------------------------------------------------------
 
     def sent(self, chat_id: int | None = None, method: str = "sendMessage") -> list[dict[str, Any]]:
-        """Parameters of every call of `method` (to chat_id when given)."""
+        """Parameters of every call of `method` that Telegram accepted (to chat_id when given)."""
         with self._cond:
             calls = list(self.calls)
         return [
             c.params
             for c in calls
-            if c.method.lower() == method.lower() and (chat_id is None or c.params.get("chat_id") == chat_id)
+            if c.method.lower() == method.lower()
+            and c.status == 200
+            and (chat_id is None or c.params.get("chat_id") == chat_id)
         ]
 
     def texts(self, chat_id: int | None = None) -> list[str]:
@@ -192,7 +197,17 @@ class FakeTelegram:
         return self._next_message_id
 
     def handle(self, request: httpx.Request) -> httpx.Response:
-        """Serve one Bot API request."""
+        """Serve one Bot API request, recording the status it answered with."""
+        response = self._handle(request)
+        with self._cond:
+            call = getattr(self._local, "call", None)
+            if call is not None:
+                call.status = response.status_code
+                self._local.call = None
+            self._cond.notify_all()
+        return response
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         prefix = f"/bot{self.token}/"
         path = request.url.path
         if not path.startswith(prefix):
@@ -201,8 +216,10 @@ class FakeTelegram:
             return self._error(401, "Unauthorized")
         method = path[len(prefix) :]
         params = self._params(request)
+        call = Call(method, params)
+        self._local.call = call
         with self._cond:
-            self.calls.append(Call(method, params))
+            self.calls.append(call)
             self._cond.notify_all()
             scripted = self.scripted.get(method.lower())
             reply = scripted.popleft() if scripted else None
