@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
@@ -131,6 +132,23 @@ class Coordinator:
         self._told_stretch = False
         self.effective_interval = float(settings.poll_interval_seconds)
         self.no_access_users: set[int] = set()
+        self.history: deque[tuple[float, int, int]] = deque()  # (time, requests, errors) after each cycle
+
+    def requests_last_hour(self) -> tuple[int, int]:
+        """Bitrix24 requests and failed requests in about the last hour (since start if shorter)."""
+        stats = self._bitrix.stats
+        errors = stats.requests_total - stats.outcomes.get("ok", 0)
+        now = self._clock.timestamp()
+        older = [h for h in self.history if now - h[0] >= 3600]
+        _, requests_then, errors_then = older[-1] if older else (0.0, 0, 0)
+        return stats.requests_total - requests_then, errors - errors_then
+
+    def _remember(self) -> None:
+        stats = self._bitrix.stats
+        now = self._clock.timestamp()
+        self.history.append((now, stats.requests_total, stats.requests_total - stats.outcomes.get("ok", 0)))
+        while len(self.history) > 1 and now - self.history[1][0] >= 3600:
+            self.history.popleft()
 
     # ---- polling -----------------------------------------------------------------------------
 
@@ -191,6 +209,7 @@ class Coordinator:
             log.warning("poll cycle failed for all %d users: %s", len(results), cause)
         if failed and cause is None:
             log.info("poll cycle: %d of %d users could not be read; their state is kept", failed, len(results))
+        self._remember()
         await self._admin_notices(cause, error)
         await self._pace(len(results), self._bitrix.method_time_used(COUNTERS_METHOD) - method_before, seconds)
         return result

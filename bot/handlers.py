@@ -562,6 +562,54 @@ async def snooze_button(update: Update, context: BotContext) -> None:
     await query.answer(t(lang, "snoozed", time=stamp))
 
 
+async def stats_command(update: Update, context: BotContext) -> None:
+    """Admins: the figures /metrics exports, in a readable message."""
+    services = context.services
+    lang = await language_of(update, context)
+    if update.effective_user.id not in services.settings.admin_telegram_user_ids:
+        await _reply(update, t(lang, "admins_only"))
+        return
+    coordinator = services.coordinator
+    linked, active = await services.storage.link_counts()
+    result = coordinator.last_result
+    stamp = services.clock.now().strftime("%Y-%m-%d %H:%M")
+    if result is None:
+        last_poll = t(lang, "stats_never")
+    elif result.cause is None:
+        last_poll = t(lang, "stats_poll_ok", time=stamp, ok=result.ok, users=result.users)
+    else:
+        last_poll = t(lang, "stats_poll_failed", time=stamp, cause=result.cause)
+    requests, failed = coordinator.requests_last_hour()
+    outcomes = await services.storage.outbox_outcomes(services.clock.timestamp() - 3600)
+    from bot.coordinator import COUNTERS_METHOD, TIME_BUDGET_SECONDS
+
+    await _reply(
+        update,
+        t(
+            lang,
+            "stats",
+            linked=linked,
+            active=active,
+            last_poll=Html(last_poll),
+            interval=round(coordinator.effective_interval),
+            requests=requests,
+            failed=failed,
+            budget=round(services.bitrix.method_time_used(COUNTERS_METHOD), 1),
+            budget_limit=round(TIME_BUDGET_SECONDS),
+            sent=outcomes.get("sent", 0),
+            msg_failed=outcomes.get("failed", 0),
+            queued=await services.storage.outbox_queued_count(),
+            no_access=len(coordinator.no_access_users),
+        ),
+    )
+
+
+async def unknown_command(update: Update, context: BotContext) -> None:
+    """Any other command: a pointer to /help."""
+    lang = await language_of(update, context)
+    await _reply(update, t(lang, "unknown_command"))
+
+
 def register(app: Application) -> None:
     """Attach every handler to the application."""
     app.add_handler(TypeHandler(Update, gate), group=-1)
@@ -583,6 +631,8 @@ def register(app: Application) -> None:
     app.add_handler(CallbackQueryHandler(counters_button, pattern=r"^c:"))
     app.add_handler(CallbackQueryHandler(settings_button, pattern=r"^s:"))
     app.add_handler(CallbackQueryHandler(snooze_button, pattern=r"^z:"))
+    app.add_handler(CommandHandler("stats", stats_command))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE, text_message))
+    app.add_handler(MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, unknown_command))
     app.add_handler(ChatMemberHandler(chat_member_update, ChatMemberHandler.MY_CHAT_MEMBER))
     app.add_error_handler(on_error)

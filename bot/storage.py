@@ -763,6 +763,13 @@ class Storage:
         (row,) = await self._fetchall("SELECT COUNT(*) FROM outbox WHERE status = 'queued'")
         return int(row[0])
 
+    async def outbox_outcomes(self, since: float) -> dict[str, int]:
+        """Bulk messages finished since a time, by status."""
+        rows = await self._fetchall(
+            "SELECT status, COUNT(*) FROM outbox WHERE finished_at >= ? GROUP BY status", (since,)
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
     async def outbox_rows(self) -> list[dict[str, Any]]:
         """Every outbox row (tests, /stats)."""
         return [dict(r) for r in await self._fetchall("SELECT * FROM outbox ORDER BY id")]

@@ -327,3 +327,34 @@ TEXTS.update(
         },
     }
 )
+
+TEXTS.update(
+    {
+        "stats": {
+            "en": (
+                "<b>Bot statistics</b>\n"
+                "Linked users: {linked}, active: {active}\n"
+                "Last poll: {last_poll}\n"
+                "Poll interval: {interval} s\n"
+                "Bitrix24 requests in the last hour: {requests}, failed: {failed}\n"
+                "Time budget used (tasks.task.counters.get, 10 min): {budget} s of {budget_limit} s\n"
+                "Messages in the last hour: sent {sent}, failed {msg_failed}; queued now: {queued}\n"
+                "Users whose counters read as no access: {no_access}"
+            ),
+            "ru": (
+                "<b>Статистика бота</b>\n"
+                "Привязано пользователей: {linked}, активных: {active}\n"
+                "Последний опрос: {last_poll}\n"
+                "Интервал опроса: {interval} с\n"
+                "Запросов к Битрикс24 за час: {requests}, с ошибкой: {failed}\n"
+                "Использовано времени (tasks.task.counters.get, 10 мин): {budget} с из {budget_limit} с\n"
+                "Сообщений за час: отправлено {sent}, с ошибкой {msg_failed}; в очереди: {queued}\n"
+                "Пользователей без доступа к счётчикам: {no_access}"
+            ),
+        },
+        "stats_never": {"en": "none yet", "ru": "ещё не было"},
+        "stats_poll_ok": {"en": "{time} UTC, {ok} of {users} users read", "ru": "{time} UTC, прочитано {ok} из {users}"},
+        "stats_poll_failed": {"en": "{time} UTC, failed: {cause}", "ru": "{time} UTC, ошибка: {cause}"},
+        "unknown_command": {"en": "I do not know that command. /help lists what I can do.", "ru": "Я не знаю такой команды. /help — что я умею."},
+    }
+)

@@ -1,0 +1,64 @@
+"""python -m bot check against the fakes: one line per check, exit 1 on any FAIL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from telegram.request import HTTPXRequest
+
+from bot.check import run_check
+from tests.fakes.bitrix import FakeBitrix
+from tests.fakes.server import mock_transport
+from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram
+from tests.harness import WEBHOOK_CODE, make_settings
+
+
+async def check(tmp_path: Path, tg: FakeTelegram, b24: FakeBitrix, **settings: str) -> tuple[int, list[str]]:
+    lines: list[str] = []
+    status = await run_check(
+        make_settings(tmp_path, **settings),
+        out=lines.append,
+        telegram_request=HTTPXRequest(httpx_kwargs={"transport": tg.transport()}),
+        bitrix_transport=mock_transport(b24.handle),
+    )
+    assert all(FAKE_TOKEN not in line and WEBHOOK_CODE not in line for line in lines)
+    return status, lines
+
+
+def statuses(lines: list[str]) -> dict[str, str]:
+    return {line.split()[1].rstrip(":"): line.split()[0] for line in lines}
+
+
+async def test_healthy_setup_passes_with_warnings_only(tmp_path: Path) -> None:
+    status, lines = await check(
+        tmp_path, FakeTelegram(), FakeBitrix(webhook_code=WEBHOOK_CODE), DEFAULT_TIMEZONE="Europe/Moscow",
+        ADMIN_TELEGRAM_USER_IDS="5",
+    )
+    assert status == 0
+    assert statuses(lines) == {
+        "settings": "OK", "telegram": "OK", "bitrix24": "OK", "plan": "OK", "scope": "OK", "admin": "OK",
+        "http": "OK", "timezone": "OK", "admins": "WARN",
+    }
+
+
+async def test_every_problem_gets_its_own_fail_line(tmp_path: Path) -> None:
+    tg = FakeTelegram()
+    tg.token_rejected = True
+    b24 = FakeBitrix(webhook_code=WEBHOOK_CODE)
+    b24.scopes = {"task"}
+    b24.admin = False
+    status, lines = await check(tmp_path, tg, b24)
+    s = statuses(lines)
+    assert status == 1
+    assert (s["telegram"], s["scope"], s["admin"], s["timezone"]) == ("FAIL", "FAIL", "FAIL", "WARN")
+    assert "im, user" in next(line for line in lines if line.startswith("FAIL scope"))
+
+
+async def test_revoked_webhook_and_plan_without_rest_fail(tmp_path: Path) -> None:
+    b24 = FakeBitrix(webhook_code=WEBHOOK_CODE)
+    b24.plan_has_rest = False
+    status, lines = await check(tmp_path, FakeTelegram(), b24)
+    assert status == 1 and statuses(lines)["plan"] == "FAIL"
+    wrong = FakeBitrix(webhook_code="anothercode123")
+    status, lines = await check(tmp_path, FakeTelegram(), wrong)
+    assert status == 1 and statuses(lines)["bitrix24"] == "FAIL"
