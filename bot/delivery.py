@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable, Coroutine
 
 import httpx
 from telegram import InlineKeyboardMarkup
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import BaseRateLimiter, ExtBot
 
 from bot.storage import OutboxRow, Storage
@@ -47,8 +47,11 @@ def certainly_not_delivered(err: BaseException) -> bool:
         return True
     if isinstance(err, TimedOut):
         return False  # the request may have been written: outcome unknown
-    if isinstance(err, NetworkError) and cause is None:
-        return True  # Telegram answered with an error status (5xx, 429 without retry_after)
+    if isinstance(err, NetworkError) and (cause is None or isinstance(cause, TelegramError)):
+        # Telegram (or a proxy in front of it) answered with an error status: 5xx, 429 without
+        # retry_after. PTB chains a TelegramError when that answer's body is not JSON, e.g. the
+        # HTML page of a 502 from a load balancer.
+        return True
     return False
 
 
