@@ -108,7 +108,12 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
                             self._paused_until - now,
                         )
                         if wait <= 0:
-                            self._next_slot = max(now, self._next_slot) + self._spacing
+                            # Keep to the 40 ms grid: a waiter woken a little late (event-loop
+                            # latency) must not push every later slot back, or the rate drifts
+                            # below 25/s. After a pause longer than one slot, start a fresh grid.
+                            if now - self._next_slot > self._spacing:
+                                self._next_slot = now
+                            self._next_slot += self._spacing
                             self._chat_next[chat_id] = now + self._per_chat
                             if len(self._chat_next) > 50_000:
                                 self._chat_next = {k: v for k, v in self._chat_next.items() if v > now}
