@@ -299,7 +299,10 @@ class OutboxWorker:
                 self._metrics.messages.labels("retried").inc()
                 log.warning("outbox message %d not delivered (%s); retry in %.0f s", row.id, type(err).__name__, delay)
             else:
-                reason = "outcome unknown" if not certainly_not_delivered(err) else "gave up"
+                if isinstance(err, BadRequest):
+                    reason = "rejected"  # Telegram answered 400: it did not take the message
+                else:
+                    reason = "outcome unknown" if not certainly_not_delivered(err) else "gave up"
                 await self._storage.outbox_finish(row.id, "failed", now, f"{type(err).__name__}: {reason}")
                 self._metrics.messages.labels("failed").inc()
                 log.warning("outbox message %d failed (%s, %s); not resent", row.id, type(err).__name__, reason)

@@ -248,6 +248,20 @@ async def test_a_read_timeout_after_the_request_was_written_fails_the_row_and_it
         assert (await r.rows())[row_id]["status"] == "failed"
 
 
+async def test_a_message_telegram_rejects_with_400_fails_as_rejected_and_is_not_resent(tmp_path: Path) -> None:
+    fake = FakeTelegram()
+    fake.script("sendMessage", (400, "Bad Request: can't parse entities"))
+    async with rig(tmp_path, fake) as r:
+        (row_id,) = await r.queue((6, "<b>broken"))
+        r.start()
+        await r.drain()
+        r.clock.advance(hours=1)
+        await r.drain()
+        row = (await r.rows())[row_id]
+        assert (row["status"], row["error"]) == ("failed", "BadRequest: rejected")
+        assert fake.texts(6) == ["<b>broken"]
+
+
 # ---- blocked users ---------------------------------------------------------------------------------
 
 
