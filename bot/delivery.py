@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable, Coroutine
 
 import httpx
 from telegram import InlineKeyboardMarkup
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import BaseRateLimiter, ExtBot
 
 from bot.storage import OutboxRow, Storage
@@ -47,8 +47,11 @@ def certainly_not_delivered(err: BaseException) -> bool:
         return True
     if isinstance(err, TimedOut):
         return False  # the request may have been written: outcome unknown
-    if isinstance(err, NetworkError) and cause is None:
-        return True  # Telegram answered with an error status (5xx, 429 without retry_after)
+    if isinstance(err, NetworkError) and (cause is None or isinstance(cause, TelegramError)):
+        # Telegram (or a proxy in front of it) answered with an error status: 5xx, 429 without
+        # retry_after. PTB chains a TelegramError when that answer's body is not JSON, e.g. the
+        # HTML page of a 502 from a load balancer.
+        return True
     return False
 
 
@@ -105,7 +108,12 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
                             self._paused_until - now,
                         )
                         if wait <= 0:
-                            self._next_slot = max(now, self._next_slot) + self._spacing
+                            # Keep to the 40 ms grid: a waiter woken a little late (event-loop
+                            # latency) must not push every later slot back, or the rate drifts
+                            # below 25/s. After a pause longer than one slot, start a fresh grid.
+                            if now - self._next_slot > self._spacing:
+                                self._next_slot = now
+                            self._next_slot += self._spacing
                             self._chat_next[chat_id] = now + self._per_chat
                             if len(self._chat_next) > 50_000:
                                 self._chat_next = {k: v for k, v in self._chat_next.items() if v > now}
@@ -148,6 +156,13 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
                 attempt += 1
                 if attempt > self._max_retries:
                     raise
+            finally:
+                self._chat_answered(chat_id)
+
+    def _chat_answered(self, chat_id: Any) -> None:
+        # The per-chat second is also counted from the answer: counted from the start of the call
+        # only, a request delayed in transit lands less than 1 s before the next one (429).
+        self._chat_next[chat_id] = max(self._chat_next.get(chat_id, 0.0), self._monotonic() + self._per_chat)
 
 
 class OutboxWorker:
@@ -284,7 +299,10 @@ class OutboxWorker:
                 self._metrics.messages.labels("retried").inc()
                 log.warning("outbox message %d not delivered (%s); retry in %.0f s", row.id, type(err).__name__, delay)
             else:
-                reason = "outcome unknown" if not certainly_not_delivered(err) else "gave up"
+                if isinstance(err, BadRequest):
+                    reason = "rejected"  # Telegram answered 400: it did not take the message
+                else:
+                    reason = "outcome unknown" if not certainly_not_delivered(err) else "gave up"
                 await self._storage.outbox_finish(row.id, "failed", now, f"{type(err).__name__}: {reason}")
                 self._metrics.messages.labels("failed").inc()
                 log.warning("outbox message %d failed (%s, %s); not resent", row.id, type(err).__name__, reason)

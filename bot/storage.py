@@ -732,9 +732,16 @@ class Storage:
             )
 
     async def outbox_requeue(self, row_id: int, not_before: float) -> None:
-        """Put back a row that certainly did not reach Telegram."""
+        """Put back a row that certainly did not reach Telegram; later rows to its chat wait for it."""
         async with self.transaction() as db:
             await db.execute("UPDATE outbox SET status = 'queued', not_before = ? WHERE id = ?", (not_before, row_id))
+            # Rows are taken by (not_before, id): without this the next message to the chat would
+            # overtake the one being retried.
+            await db.execute(
+                "UPDATE outbox SET not_before = ? WHERE status = 'queued' AND id > ? AND not_before < ? "
+                "AND chat_id = (SELECT chat_id FROM outbox WHERE id = ?)",
+                (not_before, row_id, not_before, row_id),
+            )
 
     async def outbox_fail_sending(self, now: float) -> list[tuple[int, int, str]]:
         """At start: rows left in 'sending' become failed (outcome unknown); returns them."""

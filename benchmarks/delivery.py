@@ -1,0 +1,148 @@
+"""10,000 digests due in the same minute, sent through the outbox against the fake Telegram (SPEC section 8).
+
+The fake enforces Telegram's limits (30/s overall, 1/s per chat: 429 with retry_after=1) on a
+real loopback socket; the bot side is the real thing: OutboxWorker + DeliveryLimiter through a
+PTB ExtBot with HTTPXRequest. Usage: python benchmarks/delivery.py [--n 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+os.environ["NO_PROXY"] = "127.0.0.1,localhost"  # the fake is on loopback: never through a proxy
+
+import httpx  # noqa: E402
+from telegram.ext import ExtBot  # noqa: E402
+from telegram.request import HTTPXRequest  # noqa: E402
+
+from bot.clock import Clock  # noqa: E402
+from bot.delivery import DeliveryLimiter, OutboxWorker  # noqa: E402
+from bot.metrics import Metrics  # noqa: E402
+from bot.storage import OutgoingMessage, Storage  # noqa: E402
+from tests.fakes.server import LoopbackServer  # noqa: E402
+from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram  # noqa: E402
+
+FIRST_ID = 10_000_000
+DIGEST = (
+    "<b>Morning digest</b>\n"
+    + "\n".join(f"{role}: overdue <b>{i}</b> (+1), new comments <b>{i * 2}</b> (−3)" for i, role in enumerate(
+        ["Doing", "Assisting", "Set by me", "Auditing", "Total"]
+    ))
+)
+
+
+class Recorder:
+    """Wraps the fake's handler to count what Telegram accepted, per chat."""
+
+    def __init__(self, fake: FakeTelegram) -> None:
+        self.fake = fake
+        self.accepted: collections.Counter[int] = collections.Counter()
+        self.accepted_at: list[float] = []
+        self._lock = threading.Lock()
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        response = self.fake.handle(request)
+        if request.url.path.endswith("/sendMessage") and response.status_code == 200:
+            chat_id = json.loads(response.content)["result"]["chat"]["id"]
+            with self._lock:
+                self.accepted[chat_id] += 1
+                self.accepted_at.append(time.monotonic())
+        return response
+
+
+async def run(n: int, db_path: Path) -> dict[str, float]:
+    fake = FakeTelegram(enforce_limits=True)
+    recorder = Recorder(fake)
+    clock = Clock()
+    storage = await Storage.open(db_path)
+    # What fake.serve() does, with the recorder in front of fake.handle.
+    with LoopbackServer(recorder.handle) as server:
+        limiter = DeliveryLimiter()
+        bot = ExtBot(
+            FAKE_TOKEN,
+            base_url=f"{server.url}/bot",
+            request=HTTPXRequest(connection_pool_size=64, read_timeout=15.0, connect_timeout=10.0),
+            rate_limiter=limiter,
+        )
+        await bot.initialize()
+        try:
+            now = clock.timestamp()
+            for i in range(n):
+                await storage.touch_user(FIRST_ID + i, FIRST_ID + i, "en", now)
+            # All the digests due in the same minute: one transaction, as the digest job writes them.
+            messages = [OutgoingMessage(FIRST_ID + i, FIRST_ID + i, "digest", DIGEST) for i in range(n)]
+            async with storage.transaction() as db:
+                await Storage.enqueue(db, messages, clock.timestamp())
+
+            metrics = Metrics()
+            worker = OutboxWorker(storage, bot, clock, metrics)
+            await worker.recover()
+            started = time.monotonic()
+            task = asyncio.create_task(worker.run())
+            await worker.drain(timeout=n / 20 + 120)
+            wall = time.monotonic() - started
+            await worker.stop(10)
+            await task
+        finally:
+            await bot.shutdown()
+
+    rows = await storage.outbox_rows()
+    await storage.close()
+    statuses = collections.Counter(r["status"] for r in rows)
+    at = sorted(recorder.accepted_at)
+    sustained = (len(at) - 1) / (at[-1] - at[0]) if len(at) > 1 else float("nan")
+    return {
+        "messages": n,
+        "accepted": sum(recorder.accepted.values()),
+        "sustained": sustained,
+        "overall": len(at) / wall,
+        "too_many_requests": fake.too_many_requests,
+        "limiter_retry_after": limiter.retry_after_received,
+        "duplicates": sum(1 for c in recorder.accepted.values() if c > 1),
+        "never_received": n - len(recorder.accepted),
+        "losses": sum(v for k, v in statuses.items() if k != "sent"),
+        "statuses": dict(statuses),
+        "wall": wall,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="digests due in the same minute (default 10000)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = asyncio.run(run(args.n, Path(tmp) / "bench.sqlite3"))
+    print(f"digests queued:              {r['messages']} (distinct chats, one transaction)")
+    print(f"accepted by the fake:        {r['accepted']}")
+    print(f"messages/s sustained:        {r['sustained']:.2f} (first to last accepted; target >= 24)")
+    print(f"messages/s over wall time:   {r['overall']:.2f}")
+    print(f"429s from the fake:          {r['too_many_requests']} (target 0)")
+    print(f"duplicates (chat twice):     {r['duplicates']} (target 0)")
+    print(f"losses (rows not sent):      {r['losses']} (target 0); never received: {r['never_received']}")
+    print(f"outbox statuses:             {r['statuses']}")
+    print(f"wall time:                   {r['wall']:.1f} s")
+    print(f"peak RSS:                    {r['peak_rss_mb']:.1f} MB")
+    ok = r["sustained"] >= 24 and r["too_many_requests"] == 0 and r["duplicates"] == 0 and r["losses"] == 0
+    print("result:                      " + ("PASS" if ok else "FAIL"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
