@@ -181,7 +181,7 @@ async def test_a_429_holds_every_send_for_retry_after_and_the_message_arrives_ex
         rows = await r.rows()
         assert (rows[first]["status"], rows[first]["attempts"]) == ("sent", 1)
         assert rows[second]["status"] == "sent"
-        assert fake.texts(1) == ["to one", "to one"]  # refused once, accepted once
+        assert fake.attempts(1) == ["to one", "to one"]  # refused once, accepted once
         assert fake.texts(2) == ["to two"]
 
 
@@ -192,13 +192,13 @@ async def _requeued_then_sent_once(r: Rig, row_id: int, chat_id: int) -> None:
     assert row["status"] == "queued"
     assert row["not_before"] > r.clock.timestamp()
     assert row["attempts"] == 1
-    attempts_on_wire = len(r.fake.sent(chat_id))
+    attempts_on_wire = len(r.fake.attempts(chat_id))
 
     r.clock.advance(minutes=1)
     await r.drain()
     row = (await r.rows())[row_id]
     assert (row["status"], row["attempts"]) == ("sent", 2)
-    assert len(r.fake.sent(chat_id)) == attempts_on_wire + 1
+    assert len(r.fake.attempts(chat_id)) == attempts_on_wire + 1
 
 
 async def test_a_502_requeues_the_row_for_later_and_it_is_then_sent_once(tmp_path: Path) -> None:
@@ -207,7 +207,7 @@ async def test_a_502_requeues_the_row_for_later_and_it_is_then_sent_once(tmp_pat
     async with rig(tmp_path, fake) as r:
         (row_id,) = await r.queue((3, "digest"))
         await _requeued_then_sent_once(r, row_id, 3)
-        assert fake.texts(3) == ["digest", "digest"]
+        assert fake.attempts(3) == ["digest", "digest"]
 
 
 async def test_a_502_with_an_html_body_from_a_proxy_is_also_retried(tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ async def test_a_502_with_an_html_body_from_a_proxy_is_also_retried(tmp_path: Pa
     async with rig(tmp_path, fake) as r:
         (row_id,) = await r.queue((3, "digest"))
         await _requeued_then_sent_once(r, row_id, 3)
-        assert fake.texts(3) == ["digest", "digest"]
+        assert fake.attempts(3) == ["digest", "digest"]
 
 
 async def test_a_refused_connection_requeues_the_row_and_it_is_then_sent_once(tmp_path: Path) -> None:
@@ -259,7 +259,7 @@ async def test_a_message_telegram_rejects_with_400_fails_as_rejected_and_is_not_
         await r.drain()
         row = (await r.rows())[row_id]
         assert (row["status"], row["error"]) == ("failed", "BadRequest: rejected")
-        assert fake.texts(6) == ["<b>broken"]
+        assert fake.attempts(6) == ["<b>broken"]
 
 
 # ---- blocked users ---------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ async def test_a_user_who_blocked_the_bot_is_marked_inactive_and_their_other_row
         assert [rows[i]["status"] for i in ids[1:3]] == ["dropped", "dropped"]
         assert rows[ids[3]]["status"] == "sent"
         assert (await r.storage.get_user(8)).blocked
-        assert fake.texts(8) == ["alert one"]
+        assert fake.attempts(8) == ["alert one"] and fake.texts(8) == []
 
         # The user unblocks the bot and writes again: active, and new messages go out; dropped ones never.
         fake.blocked_chats.clear()
@@ -286,7 +286,7 @@ async def test_a_user_who_blocked_the_bot_is_marked_inactive_and_their_other_row
         assert not (await r.storage.get_user(8)).blocked
         (new,) = await r.queue((8, "fresh digest"))
         await r.drain()
-        assert fake.texts(8) == ["alert one", "fresh digest"]
+        assert fake.attempts(8) == ["alert one", "fresh digest"] and fake.texts(8) == ["fresh digest"]
         rows = await r.rows()
         assert rows[new]["status"] == "sent"
         assert [rows[i]["status"] for i in ids[1:3]] == ["dropped", "dropped"]
@@ -430,4 +430,4 @@ async def test_a_retried_message_still_arrives_before_the_later_ones_to_the_same
         await r.drain()
         r.clock.advance(minutes=1)
         await r.drain()
-        assert fake.texts(303) == ["303:0", "303:0", "303:1", "303:2"]  # the first attempt got the 502
+        assert fake.attempts(303) == ["303:0", "303:0", "303:1", "303:2"]  # the first attempt got the 502

@@ -176,8 +176,18 @@ class FakeTelegram:
         ]
 
     def texts(self, chat_id: int | None = None) -> list[str]:
-        """Texts of sent messages."""
+        """Texts of messages Telegram accepted."""
         return [p["text"] for p in self.sent(chat_id)]
+
+    def attempts(self, chat_id: int | None = None) -> list[str]:
+        """Texts of every sendMessage that reached the fake, accepted or refused."""
+        with self._cond:
+            calls = list(self.calls)
+        return [
+            c.params["text"]
+            for c in calls
+            if c.method.lower() == "sendmessage" and (chat_id is None or c.params.get("chat_id") == chat_id)
+        ]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
         """Block until predicate() is true (re-checked on every call), or the timeout."""
