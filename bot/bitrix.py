@@ -532,6 +532,10 @@ class BitrixClient:
                 raise BitrixTransientError("CONNECT_ERROR", method=method) from err
             except httpx.TransportError as err:
                 raise BitrixTransientError("NETWORK_ERROR", method=method) from err
+            except httpx.DecodingError as err:
+                raise BitrixBadAnswerError("UNDECODABLE_BODY", method=method) from err
+            except httpx.HTTPError as err:  # TooManyRedirects and anything httpx adds later
+                raise BitrixTransientError("HTTP_CLIENT_ERROR", method=method) from err
             status = response.status_code
             envelope = self._envelope(response, method)
         except BitrixError as err:
@@ -742,9 +746,14 @@ class BitrixClient:
                         cell = BitrixBadAnswerError("MISSING_RESULT", method=COUNTERS_METHOD)
                     out[bitrix_user_id][role] = cell
 
-        async with asyncio.TaskGroup() as tasks:
-            for _ in range(min(COUNTERS_IN_FLIGHT, len(groups))):
-                tasks.create_task(worker())
+        # gather, not a TaskGroup: a bug in one worker should surface as itself, not as an
+        # ExceptionGroup; cancelling this call still cancels every worker.
+        outcomes = await asyncio.gather(
+            *(worker() for _ in range(min(COUNTERS_IN_FLIGHT, len(groups)))), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return out
 
     async def users_by_ids(self, bitrix_user_ids: Sequence[int]) -> dict[int, BitrixUser]:

@@ -38,7 +38,7 @@ from bot.errors import (
 )
 from bot.model import ROLES
 from tests.fakes.bitrix import FakeBitrix, Scripted, batch_with_user, php_parse_query
-from tests.fakes.server import mock_transport
+from tests.fakes.server import LoopbackServer, mock_transport
 
 CODE = "fakewebhookcode0123456789"
 WEBHOOK = f"https://corp.bitrix24.test/rest/1/{CODE}/"
@@ -463,6 +463,19 @@ async def test_a_time_limit_inside_a_batch_blocks_the_sub_method_and_stops_the_c
     assert client.method_time_used(COUNTERS, now=clock.t + 601) == 0.0
 
 
+async def test_a_whole_batch_429_blocks_its_sub_method_without_further_requests(client, fake, clock):
+    ids = add_users(fake, 120)
+    fake.push(Scripted.error(429, "OPERATION_TIME_LIMIT").only_for(batch_with_user(100)))
+    result = await client.counters(ids, ("view_all",))
+    assert all(isinstance(result[uid]["view_all"], BitrixTimeBudgetError) for uid in ids[:50])
+    assert client.blocked_until(COUNTERS) == pytest.approx(clock.t + 600)
+    assert client.stats.http_429 == 1
+    sent = fake.request_count("batch")
+    again = await client.counters(ids, ("view_all",))
+    assert all(isinstance(c["view_all"], BitrixTimeBudgetError) for c in again.values())
+    assert fake.request_count("batch") == sent
+
+
 async def test_method_time_used_sums_durations_over_a_sliding_ten_minutes(client, fake, clock):
     fake.method_seconds[COUNTERS] = 2.0
     await client.call(COUNTERS, {"userId": 1})
@@ -801,6 +814,27 @@ async def test_without_a_client_bucket_the_fake_answers_503_and_the_client_backs
     assert fake.rejected_503 > 0
     assert client.stats.http_503 == fake.rejected_503
     assert all(isinstance(r, dict) for r in results)
+
+
+# -- real sockets --------------------------------------------------------------------------
+
+
+async def test_a_counters_cycle_and_a_scripted_failure_work_over_a_real_loopback_socket():
+    fake = FakeBitrix(webhook_code=CODE)
+    ids = add_users(fake, 60)
+    fake.push(Scripted.html(502))
+    sleeps: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    with LoopbackServer(fake.handle) as server:
+        async with build_http_client() as http:
+            client = BitrixClient(f"{server.url}/rest/1/{CODE}/", http, LeakyBucket(), sleep=no_sleep, rng=lambda: 0.5)
+            result = await client.counters(ids, ("view_all",))
+    assert all(isinstance(roles["view_all"], Counters) for roles in result.values())
+    assert fake.request_count("batch") == 3  # two batches, one of them retried once after the 502
+    assert sleeps == [1.0]
 
 
 # -- secrets ---------------------------------------------------------------------------------
