@@ -304,6 +304,8 @@ class FakeBitrix:
             }
         try:
             if method == "batch":
+                if method in self.method_errors:
+                    raise _Fail(*self.method_errors[method])
                 result = self._batch(params, now)
                 return 200, {"result": result, "time": self._time_block(now, 0.001, None)}
             result, extra = self._run(method, params, now)
@@ -413,7 +415,7 @@ class FakeBitrix:
             upper = key.upper()
             if upper == "ID":
                 values = value if isinstance(value, list) else [value]
-                ids = {int(v) for v in values}
+                ids = {int(v) for v in values if str(v).strip().lstrip("-").isdigit()}
             elif upper == "EMAIL" and email_allowed:  # silently dropped otherwise
                 email = str(value).lower()
             elif upper == "ACTIVE":
