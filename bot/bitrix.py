@@ -209,10 +209,12 @@ class LeakyBucket:
         async with self._lock:
             while True:
                 self._leak()
-                if self._level + 1.0 <= self._capacity + 1e-9:
+                # The tolerance and the minimum wait keep float rounding of large clock
+                # values from turning into an endless series of tiny sleeps.
+                if self._level + 1.0 <= self._capacity + 1e-6:
                     self._level += 1.0
                     return
-                await self._sleep((self._level + 1.0 - self._capacity) / self._drain)
+                await self._sleep(max(0.001, (self._level + 1.0 - self._capacity) / self._drain))
 
     def saturate(self) -> None:
         """The server said the bucket is full (503): assume it is, so the next requests wait."""
@@ -508,8 +510,10 @@ class BitrixClient:
         retry_after = DEFAULT_BLOCK
         if last is not None and last.reset_at is not None and last.reset_at > now:
             retry_after = last.reset_at - now
+        previous = self._blocked_until.get(method)
         self._blocked_until[method] = now + retry_after
-        log.warning("bitrix %s blocked by OPERATION_TIME_LIMIT for %.0f s", method, retry_after)
+        if previous is None or previous <= now:
+            log.warning("bitrix %s blocked by OPERATION_TIME_LIMIT for %.0f s", method, retry_after)
         return retry_after
 
     # -- HTTP ---------------------------------------------------------------------------
@@ -528,6 +532,10 @@ class BitrixClient:
                 raise BitrixTransientError("CONNECT_ERROR", method=method) from err
             except httpx.TransportError as err:
                 raise BitrixTransientError("NETWORK_ERROR", method=method) from err
+            except httpx.DecodingError as err:
+                raise BitrixBadAnswerError("UNDECODABLE_BODY", method=method) from err
+            except httpx.HTTPError as err:  # TooManyRedirects and anything httpx adds later
+                raise BitrixTransientError("HTTP_CLIENT_ERROR", method=method) from err
             status = response.status_code
             envelope = self._envelope(response, method)
         except BitrixError as err:
@@ -738,9 +746,14 @@ class BitrixClient:
                         cell = BitrixBadAnswerError("MISSING_RESULT", method=COUNTERS_METHOD)
                     out[bitrix_user_id][role] = cell
 
-        async with asyncio.TaskGroup() as tasks:
-            for _ in range(min(COUNTERS_IN_FLIGHT, len(groups))):
-                tasks.create_task(worker())
+        # gather, not a TaskGroup: a bug in one worker should surface as itself, not as an
+        # ExceptionGroup; cancelling this call still cancels every worker.
+        outcomes = await asyncio.gather(
+            *(worker() for _ in range(min(COUNTERS_IN_FLIGHT, len(groups)))), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return out
 
     async def users_by_ids(self, bitrix_user_ids: Sequence[int]) -> dict[int, BitrixUser]:

@@ -7,7 +7,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
@@ -47,6 +47,12 @@ class Scripted:
     delay: float = 0.0
     drop: bool = False  # raise httpx.ConnectError (transport mode)
     timeout: bool = False  # raise httpx.ReadTimeout (transport mode)
+    # Only a request for which match(method, params) is true takes this answer (None: any).
+    match: Callable[[str, dict[str, Any]], bool] | None = field(default=None, repr=False)
+
+    def only_for(self, match: Callable[[str, dict[str, Any]], bool]) -> "Scripted":
+        """A copy that answers only requests for which match(method, params) is true."""
+        return replace(self, match=match)
 
     @classmethod
     def error(cls, status: int, code: str, description: str = "") -> "Scripted":
@@ -215,10 +221,11 @@ class FakeBitrix:
             self._level = 0.0
             self._level_at = self.clock()
 
-    def push(self, *answers: Scripted) -> None:
-        """Queue scripted answers for the next requests, in order."""
+    def push(self, *answers: Scripted, times: int = 1) -> None:
+        """Queue scripted answers for the next requests, in order (the whole list `times` times)."""
         with self._lock:
-            self.script.extend(answers)
+            for _ in range(times):
+                self.script.extend(answers)
 
     def request_count(self, method: str | None = None) -> int:
         """How many requests arrived (for one method, or all)."""
@@ -238,8 +245,11 @@ class FakeBitrix:
             params = self._params(request, parsed.query)
             record = Recorded(method=method, params=params, time=now)
             self.requests.append(record)
-            if self.script:
-                scripted = self.script.popleft()
+            for index, candidate in enumerate(self.script):
+                if candidate.match is None or candidate.match(method, params):
+                    scripted = candidate
+                    del self.script[index]
+                    break
         if scripted is not None:
             if scripted.delay:
                 time.sleep(scripted.delay)
@@ -294,6 +304,8 @@ class FakeBitrix:
             }
         try:
             if method == "batch":
+                if method in self.method_errors:
+                    raise _Fail(*self.method_errors[method])
                 result = self._batch(params, now)
                 return 200, {"result": result, "time": self._time_block(now, 0.001, None)}
             result, extra = self._run(method, params, now)
@@ -394,7 +406,8 @@ class FakeBitrix:
         flt = _ci(params, "FILTER")
         if not isinstance(flt, dict):
             flt = {k: v for k, v in params.items() if k.upper() not in ("SORT", "ORDER", "ADMIN_MODE", "START")}
-        email_allowed = bool(self.scopes & {"user", "user_basic"})
+        # Without the full "user" scope the EMAIL filter is dropped silently (facts section 4).
+        email_allowed = "user" in self.scopes
         ids: set[int] | None = None
         email: str | None = None
         active: bool | None = None
@@ -402,7 +415,7 @@ class FakeBitrix:
             upper = key.upper()
             if upper == "ID":
                 values = value if isinstance(value, list) else [value]
-                ids = {int(v) for v in values}
+                ids = {int(v) for v in values if str(v).strip().lstrip("-").isdigit()}
             elif upper == "EMAIL" and email_allowed:  # silently dropped otherwise
                 email = str(value).lower()
             elif upper == "ACTIVE":
@@ -539,3 +552,18 @@ class FakeBitrix:
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
+
+
+def batch_with_user(bitrix_user_id: int) -> Callable[[str, dict[str, Any]], bool]:
+    """A Scripted.match that picks the batch request carrying counters of this user."""
+
+    def match(method: str, params: dict[str, Any]) -> bool:
+        if method != "batch":
+            return False
+        cmd = params.get("cmd")
+        commands = cmd.values() if isinstance(cmd, dict) else []
+        return any(
+            php_parse_query(str(c).partition("?")[2]).get("userId") == str(bitrix_user_id) for c in commands
+        )
+
+    return match
