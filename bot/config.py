@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from bot.bitrix import normalize_webhook_url
 from bot.model import zone
 
 DEFAULT_TELEGRAM_API = "https://api.telegram.org"
@@ -106,26 +107,6 @@ def merged_environment(environ: Mapping[str, str], dotenv: Path | None = Path(".
     return merged
 
 
-def parse_webhook_url(raw: str) -> str:
-    """Canonical webhook base `scheme://host[:port]/rest/<digits>/<code>/`; the error never shows the code."""
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must look like https://<portal>/rest/<user id>/<webhook code>/")
-    segments = [s for s in parts.path.split("/") if s]
-    try:
-        at = segments.index("rest")
-    except ValueError:
-        raise ValueError("must contain /rest/<user id>/<webhook code>/") from None
-    tail = segments[at + 1 :]
-    if len(tail) == 3 and "." in tail[2]:  # a pasted method such as profile.json or user.current
-        tail = tail[:2]
-    if len(tail) != 2 or not tail[0].isdigit() or not re.fullmatch(r"[A-Za-z0-9]+", tail[1]):
-        raise ValueError("must contain /rest/<user id>/<webhook code>/ and nothing after it but a method name")
-    prefix = "/".join(segments[:at])
-    path = "/" + (prefix + "/" if prefix else "") + f"rest/{tail[0]}/{tail[1]}/"
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
 def is_bitrix24_cloud(host: str) -> bool:
     """Whether a host is a Bitrix24 cloud portal (*.bitrix24.<tld>)."""
     return re.search(r"(^|\.)bitrix24\.[a-z.]+$", host.split(":")[0].lower()) is not None
@@ -185,7 +166,7 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = Path(".env")
         return url
 
     def webhook(raw: str) -> str:
-        url = parse_webhook_url(raw)
+        url = normalize_webhook_url(raw)
         parts = urlsplit(url)
         if parts.scheme == "http" and is_bitrix24_cloud(parts.netloc):
             raise ValueError("Bitrix24 cloud portals need https://")

@@ -7,10 +7,11 @@ import re
 import sys
 from typing import Iterable
 
+from bot.bitrix import redact as redact_webhook
+
 _PATTERNS = (
     (re.compile(r"/bot\d+:[A-Za-z0-9_-]+"), "/bot<redacted>"),
     (re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}"), "<redacted-token>"),
-    (re.compile(r"(/rest/\d+/)[^/\s'\"?#]+"), r"\1<redacted>"),
 )
 
 
@@ -21,7 +22,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             text = text.replace(secret, "<redacted>")
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
-    return text
+    return redact_webhook(text)
 
 
 class RedactingFormatter(logging.Formatter):
