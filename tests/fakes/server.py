@@ -26,6 +26,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away (killed bot, closed connection) is not an error of the fake."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
 
 class LoopbackServer:
     """The same handler on a real socket, for tests that run the bot as a subprocess."""

@@ -63,6 +63,7 @@ class FakeTelegram:
         self.too_many_requests = 0
         self.get_updates_delay_cap = 10.0
         self.token_rejected = False
+        self.send_delay = 0.0  # seconds each sendMessage takes to answer
         self._local = threading.local()
 
     # ---- wiring ------------------------------------------------------------------------------
@@ -339,6 +340,8 @@ class FakeTelegram:
         return self._ok(batch)
 
     def _m_sendmessage(self, params: dict[str, Any]) -> httpx.Response:
+        if self.send_delay:
+            time.sleep(self.send_delay)
         chat_id = params.get("chat_id")
         if chat_id in self.blocked_chats:
             return self._error(403, "Forbidden: bot was blocked by the user")
