@@ -23,6 +23,10 @@ LIMITED_ENDPOINTS = frozenset({"sendMessage", "editMessageText", "sendPhoto", "s
 ALERT_MAX_AGE_SECONDS = 3600.0
 
 
+class Withdrawn(Exception):
+    """The outbox row stopped being queued while it waited for a send slot."""
+
+
 @dataclass(frozen=True)
 class Bulk:
     """rate_limit_args of a bulk send: wait behind interactive work; call `on_slot` right before the HTTP call."""
@@ -277,13 +281,16 @@ class OutboxWorker:
 
     async def _deliver(self, row: OutboxRow) -> None:
         async def mark_sending() -> None:
-            await self._storage.outbox_mark_sending(row.id)
+            if not await self._storage.outbox_mark_sending(row.id):
+                raise Withdrawn(row.id)
 
         markup = InlineKeyboardMarkup.de_json(json.loads(row.reply_markup), self._bot) if row.reply_markup else None
         try:
             await self._bot.send_message(
                 chat_id=row.chat_id, text=row.text, reply_markup=markup, rate_limit_args=Bulk(mark_sending)
             )
+        except Withdrawn:
+            log.info("outbox message %d was withdrawn while it waited for a slot; not sent", row.id)
         except Forbidden as err:
             await self._storage.outbox_finish(row.id, "failed", self._clock.timestamp(), "forbidden")
             self._metrics.messages.labels("failed").inc()

@@ -719,10 +719,17 @@ class Storage:
         )
         return [OutboxRow(*r) for r in rows if r[0] not in exclude][:limit]
 
-    async def outbox_mark_sending(self, row_id: int) -> None:
-        """Committed right before the HTTP call: a crash after this never resends the row."""
+    async def outbox_mark_sending(self, row_id: int) -> bool:
+        """Committed right before the HTTP call: a crash after this never resends the row.
+
+        False when the row is no longer queued (dropped meanwhile: user blocked or unlinked, stale alert).
+        """
         async with self.transaction() as db:
-            await db.execute("UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ?", (row_id,))
+            cur = await db.execute(
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ? AND status = 'queued'",
+                (row_id,),
+            )
+            return cur.rowcount > 0
 
     async def outbox_finish(self, row_id: int, status: str, now: float, error: str | None) -> None:
         """Record the final outcome of a row."""

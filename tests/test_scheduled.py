@@ -403,3 +403,38 @@ async def test_daily_recheck_unlinks_users_no_longer_active_and_tells_them_once(
         assert (await h.storage.get_user(42)).bitrix_user_id is None
         assert sum("no longer active" in t for t in h.tg.texts(42)) == 1
         assert await h.services.coordinator.recheck_links() == 0
+
+
+async def test_a_row_dropped_while_it_waits_for_a_slot_is_not_sent(tmp_path: Path) -> None:
+    from bot.delivery import OutboxWorker
+    from bot.storage import OutgoingMessage
+
+    async with portal(tmp_path) as h:
+        await linked(h)
+        await h.storage.queue([OutgoingMessage(42, 42, "alert", "late alert")], h.clock.timestamp())
+        (row,) = await h.storage.outbox_due(h.clock.timestamp(), limit=10, exclude=set())
+        await h.send(h.tg.chat_member(42, "kicked"))  # drops the user's queued rows
+        worker = OutboxWorker(h.storage, h.app.bot, h.clock, h.services.metrics)
+        await worker._deliver(row)
+        assert "late alert" not in h.tg.attempts(42)
+        assert [r["status"] for r in await h.storage.outbox_rows()][-1] == "dropped"
+
+
+async def test_time_budget_lengthens_the_interval_and_admins_are_told_once(tmp_path: Path) -> None:
+    async with portal(tmp_path, ADMIN_TELEGRAM_USER_IDS="1") as h:
+        await h.say(1, "/start")
+        await linked(h)
+        h.b24.method_seconds["tasks.task.counters.get"] = 200.0  # each read eats 200 s of the 480 s budget
+        await h.poll()
+        coordinator = h.services.coordinator
+        assert coordinator.effective_interval > 300
+        stretched = [t for t in h.tg.texts(1) if "POLL_INTERVAL_SECONDS=300" in t]
+        assert len(stretched) == 1 and "1 users" in stretched[0]
+        h.b24.requests.clear()
+        h.clock.advance(seconds=300)
+        assert await coordinator.poll_cycle() is None  # the budget asked for a longer interval
+        assert h.b24.request_count() == 0
+        h.clock.advance(seconds=coordinator.effective_interval - 300 + 1)
+        await h.poll()
+        assert h.b24.request_count("batch") == 1
+        assert len([t for t in h.tg.texts(1) if "POLL_INTERVAL_SECONDS=300" in t]) == 1
