@@ -125,9 +125,14 @@ async def _reply(update: Update, text: str, markup: InlineKeyboardMarkup | None 
     await update.effective_message.reply_text(text, reply_markup=markup)
 
 
+async def _show(update: Update, lang: str, current: str, example: str) -> None:
+    """A command without its argument: the current value and one example."""
+    await _reply(update, current + "\n" + t(lang, "example", example=example))
+
+
 async def _parse_error(update: Update, lang: str, err: parsing.ParseError) -> None:
     """One line saying what is wrong, and one example; nothing changes."""
-    await _reply(update, t(lang, err.key, **dict(err.params)) + "\n" + t(lang, "example", example=err.example))
+    await _show(update, lang, t(lang, err.key, **dict(err.params)), err.example)
 
 
 async def _bitrix_failed(update: Update, lang: str, err: BitrixError) -> None:
@@ -438,7 +443,7 @@ async def digest_command(update: Update, context: BotContext, lang: str, user: U
     """/digest H:MM [days] | off | on | now | empty on|off; without arguments shows the current value."""
     command = parsing.parse_digest(context.args or [])
     if isinstance(command, parsing.Show):
-        await _reply(update, t(lang, "current_digest", value=Html(render.digest_value(lang, settings))) + "\n" + t(lang, "example", example=parsing.EXAMPLE_DIGEST))
+        await _show(update, lang, t(lang, "current_digest", value=Html(render.digest_value(lang, settings))), parsing.EXAMPLE_DIGEST)
         return
     if isinstance(command, parsing.DigestNow):
         await _digest_now(update, context, lang, user, settings)
@@ -474,7 +479,7 @@ async def alerts_command(update: Update, context: BotContext, lang: str, user: U
     """/alerts <counter> <threshold> | <counter> off | off | on."""
     command = parsing.parse_alerts(context.args or [])
     if isinstance(command, parsing.Show):
-        await _reply(update, t(lang, "current_alerts", value=Html(render.alerts_value(lang, settings))) + "\n" + t(lang, "example", example=parsing.EXAMPLE_ALERTS))
+        await _show(update, lang, t(lang, "current_alerts", value=Html(render.alerts_value(lang, settings))), parsing.EXAMPLE_ALERTS)
         return
     change = preferences.apply_alerts(settings, command)
     await _saved(update, context, user, change, lang, t(lang, "current_alerts", value=Html(render.alerts_value(lang, change.settings))))
@@ -485,7 +490,7 @@ async def quiet_command(update: Update, context: BotContext, lang: str, user: Us
     """/quiet HH:MM-HH:MM | off."""
     command = parsing.parse_quiet(context.args or [])
     if isinstance(command, parsing.Show):
-        await _reply(update, t(lang, "current_quiet", value=render.quiet_value(lang, settings)) + "\n" + t(lang, "example", example=parsing.EXAMPLE_QUIET))
+        await _show(update, lang, t(lang, "current_quiet", value=render.quiet_value(lang, settings)), parsing.EXAMPLE_QUIET)
         return
     change = preferences.apply_quiet(settings, command)
     await _saved(update, context, user, change, lang, t(lang, "current_quiet", value=render.quiet_value(lang, change.settings)))
@@ -496,7 +501,7 @@ async def timezone_command(update: Update, context: BotContext, lang: str, user:
     """/timezone <IANA name | UTC±H[:MM]>."""
     name = parsing.parse_timezone(context.args or [])
     if isinstance(name, parsing.Show):
-        await _reply(update, t(lang, "current_zone", value=settings.timezone) + "\n" + t(lang, "example", example=parsing.EXAMPLE_TIMEZONE))
+        await _show(update, lang, t(lang, "current_zone", value=settings.timezone), parsing.EXAMPLE_TIMEZONE)
         return
     change = preferences.apply_timezone(settings, name)
     await _saved(update, context, user, change, lang, t(lang, "current_zone", value=name))
@@ -511,7 +516,7 @@ async def language_command(update: Update, context: BotContext) -> None:
         await _parse_error(update, lang, err)
         return
     if isinstance(choice, parsing.Show):
-        await _reply(update, t(lang, "current_language") + "\n" + t(lang, "example", example=parsing.EXAMPLE_LANGUAGE))
+        await _show(update, lang, t(lang, "current_language"), parsing.EXAMPLE_LANGUAGE)
         return
     services = context.services
     settings = await services.storage.get_settings(update.effective_user.id) or UserSettings(
@@ -527,7 +532,7 @@ async def pause_command(update: Update, context: BotContext, lang: str, user: Us
     until = parsing.parse_pause(context.args or [], local_today(settings, context.services.clock.now()))
     if isinstance(until, parsing.Show):
         current = t(lang, "settings_pause", date=settings.pause_until.isoformat()) if settings.pause_until else t(lang, "current_pause")
-        await _reply(update, current + "\n" + t(lang, "example", example=parsing.EXAMPLE_PAUSE))
+        await _show(update, lang, current, parsing.EXAMPLE_PAUSE)
         return
     await _saved(update, context, user, preferences.apply_pause(settings, until), lang, t(lang, "saved_pause", date=until.isoformat()))
 
