@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 SHUTDOWN_BUDGET_SECONDS = 20.0
+CONCURRENT_UPDATES = 16
 
 
 class FatalStartupError(Exception):
@@ -99,6 +100,9 @@ def build_application(
         .request(request or HTTPXRequest(connection_pool_size=64, read_timeout=15.0, connect_timeout=10.0))
         .get_updates_request(get_updates_request or HTTPXRequest(read_timeout=15.0, connect_timeout=10.0))
         .rate_limiter(limiter or DeliveryLimiter())
+        # One user's slow Bitrix24 read (retries can take a minute) must not hold everyone else's
+        # updates; state is per user and every transaction is serialised in Storage.
+        .concurrent_updates(CONCURRENT_UPDATES)
     )
     app = builder.build()
     app.bot_data["services"] = services

@@ -27,6 +27,10 @@ class Withdrawn(Exception):
     """The outbox row stopped being queued while it waited for a send slot."""
 
 
+class Postponed(Exception):
+    """The worker is stopping: a row that has not started sending stays queued."""
+
+
 @dataclass(frozen=True)
 class Bulk:
     """rate_limit_args of a bulk send: wait behind interactive work; call `on_slot` right before the HTTP call."""
@@ -195,6 +199,7 @@ class OutboxWorker:
         self._busy_chats: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._loop_exited = asyncio.Event()
         self._on_blocked = on_blocked
 
     def wake(self) -> None:
@@ -213,6 +218,12 @@ class OutboxWorker:
 
     async def run(self) -> None:
         """Loop until stop(): pick due rows, send them concurrently, one at a time per chat."""
+        try:
+            await self._loop()
+        finally:
+            self._loop_exited.set()
+
+    async def _loop(self) -> None:
         while not self._stopping:
             now = self._clock.timestamp()
             dropped = await self._storage.outbox_drop_stale_alerts(now - ALERT_MAX_AGE_SECONDS, now)
@@ -225,7 +236,7 @@ class OutboxWorker:
                 rows = await self._storage.outbox_due(now, limit=free * 4, exclude=self._in_flight)
             started = 0
             for row in rows:
-                if started >= free:
+                if started >= free or self._stopping:
                     break
                 if row.chat_id in self._busy_chats or row.id in self._in_flight:
                     continue
@@ -249,6 +260,10 @@ class OutboxWorker:
         """Take no new rows; let in-flight sends finish within `timeout`."""
         self._stopping = True
         self._wake.set()
+        try:
+            await asyncio.wait_for(self._loop_exited.wait(), timeout=timeout)
+        except TimeoutError:
+            pass
         if self._tasks:
             done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
@@ -281,6 +296,8 @@ class OutboxWorker:
 
     async def _deliver(self, row: OutboxRow) -> None:
         async def mark_sending() -> None:
+            if self._stopping:
+                raise Postponed(row.id)  # shutting down: the row stays queued for the next start
             if not await self._storage.outbox_mark_sending(row.id):
                 raise Withdrawn(row.id)
 
@@ -291,6 +308,8 @@ class OutboxWorker:
             )
         except Withdrawn:
             log.info("outbox message %d was withdrawn while it waited for a slot; not sent", row.id)
+        except Postponed:
+            log.info("outbox message %d stays queued: shutting down", row.id)
         except Forbidden as err:
             await self._storage.outbox_finish(row.id, "failed", self._clock.timestamp(), "forbidden")
             self._metrics.messages.labels("failed").inc()

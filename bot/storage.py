@@ -178,11 +178,6 @@ class Storage:
         (row,) = await self._db.execute_fetchall("PRAGMA user_version")
         return int(row[0])
 
-    async def backup(self, target: Path) -> None:
-        """Online copy of the database to another file."""
-        async with aiosqlite.connect(str(target)) as dest:
-            await self._db.backup(dest)
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One serialised BEGIN IMMEDIATE … COMMIT; rolled back on any error."""
