@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any
 
 from bot import alerts as alert_rules
 from bot import render
@@ -17,7 +16,7 @@ from bot.config import Settings
 from bot.errors import BitrixError
 from bot.model import ROLES
 from bot.schedule import Due, due_digests, next_digest_due, read_lead_time
-from bot.storage import Audience, OutgoingMessage, PollUpdate, Storage, to_json
+from bot.storage import Audience, OutgoingMessage, PollUpdate, Storage
 from bot.texts import pick_language, t
 
 log = logging.getLogger(__name__)

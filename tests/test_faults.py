@@ -8,7 +8,6 @@ import io
 import logging
 import signal
 import sqlite3
-import subprocess
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone

@@ -1,0 +1,189 @@
+"""Handlers every chat meets: the gate, /start, /help, blocking, errors, unknown commands, /stats."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import InlineKeyboardMarkup, Update
+from telegram.constants import ChatType
+from telegram.ext import (
+    ApplicationHandlerStop,
+)
+
+from bot import parsing
+from bot.app import BotContext
+from bot.errors import BitrixError
+from bot.storage import User
+from bot.texts import Html, pick_language, t
+
+
+
+log = logging.getLogger(__name__)
+
+
+PUBLIC_IN_GROUPS = frozenset({"start", "help"})
+
+
+async def language_of(update: Update, context: BotContext) -> str:
+    """The language to answer this update's user in."""
+    services = context.services
+    tg_user = update.effective_user
+    if tg_user is None:
+        return services.settings.default_language
+    user = await services.storage.get_user(tg_user.id)
+    return pick_language(user.language if user else None, tg_user.language_code, services.settings.default_language)
+
+
+def _command_name(update: Update) -> str | None:
+    message = update.effective_message
+    if message is None or not message.text or not message.text.startswith("/"):
+        return None
+    return message.text.split()[0][1:].split("@")[0].lower()
+
+
+async def gate(update: Update, context: BotContext) -> None:
+    """Runs before every handler: records the user, refuses strangers and personal data in groups."""
+    tg_user = update.effective_user
+    chat = update.effective_chat
+    if tg_user is None or chat is None or update.my_chat_member is not None:
+        return
+    services = context.services
+    if not services.settings.is_allowed(tg_user.id):
+        log.info("refused telegram_user_id=%d: not on the allow-list", tg_user.id)
+        if update.callback_query:
+            await update.callback_query.answer()
+        if chat.type == ChatType.PRIVATE and update.effective_message is not None:
+            lang = pick_language(None, tg_user.language_code, services.settings.default_language)
+            await update.effective_message.reply_text(t(lang, "private_bot"))
+        raise ApplicationHandlerStop
+    if chat.type != ChatType.PRIVATE:
+        if update.callback_query:
+            await update.callback_query.answer()
+            raise ApplicationHandlerStop
+        name = _command_name(update)
+        if name is not None and name not in PUBLIC_IN_GROUPS:
+            lang = pick_language(None, tg_user.language_code, services.settings.default_language)
+            await update.effective_message.reply_text(t(lang, "group_refusal"))
+        if name not in PUBLIC_IN_GROUPS:
+            raise ApplicationHandlerStop
+        return
+    was_blocked = await services.storage.touch_user(
+        tg_user.id, chat.id, tg_user.language_code, services.clock.timestamp()
+    )
+    if was_blocked:
+        log.info("telegram_user_id=%d wrote again: active", tg_user.id)
+
+
+async def start_command(update: Update, context: BotContext) -> None:
+    """Greets the user and says how to link an account."""
+    lang = await language_of(update, context)
+    user = await context.services.storage.get_user(update.effective_user.id)
+    if user and user.bitrix_user_id and update.effective_chat.type == ChatType.PRIVATE:
+        await update.effective_message.reply_text(t(lang, "start_linked", name=user.full_name))
+    else:
+        await update.effective_message.reply_text(t(lang, "start"))
+
+
+async def help_command(update: Update, context: BotContext) -> None:
+    """Lists the commands."""
+    lang = await language_of(update, context)
+    await update.effective_message.reply_text(t(lang, "help"))
+
+
+async def chat_member_update(update: Update, context: BotContext) -> None:
+    """Marks a user inactive when they block the bot and active when they unblock it."""
+    member = update.my_chat_member
+    if member.chat.type != ChatType.PRIVATE:
+        return
+    blocked = member.new_chat_member.status in ("kicked", "left")
+    if await context.services.storage.set_blocked(member.chat.id, blocked):
+        log.info("telegram_user_id=%d %s the bot", member.chat.id, "blocked" if blocked else "unblocked")
+
+
+async def on_error(update: object, context: BotContext) -> None:
+    """Logs the failure and gives the user an honest, short answer."""
+    log.error("error while handling an update", exc_info=context.error)
+    if isinstance(update, Update) and update.effective_message and update.effective_chat.type == ChatType.PRIVATE:
+        lang = await language_of(update, context)
+        try:
+            await update.effective_message.reply_text(t(lang, "internal_error"))
+        except Exception:  # the answer itself failed: nothing more to do than log it
+            log.warning("could not send the error answer", exc_info=True)
+
+
+async def reply(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    await update.effective_message.reply_text(text, reply_markup=markup)
+
+
+async def show(update: Update, lang: str, current: str, example: str) -> None:
+    """A command without its argument: the current value and one example."""
+    await reply(update, current + "\n" + t(lang, "example", example=example))
+
+
+async def parse_error_answer(update: Update, lang: str, err: parsing.ParseError) -> None:
+    """One line saying what is wrong, and one example; nothing changes."""
+    await show(update, lang, t(lang, err.key, **dict(err.params)), err.example)
+
+
+async def bitrix_failed(update: Update, lang: str, err: BitrixError) -> None:
+    log.warning("bitrix24 failed for telegram_user_id=%d: %s %s", update.effective_user.id, err.kind, err.code)
+    await reply(update, t(lang, "bitrix_error", reason=err.text(lang)))
+
+
+async def linked_user(update: Update, context: BotContext) -> tuple[str, User | None]:
+    """The user's language and record; says "not linked" and returns None when there is no link."""
+    lang = await language_of(update, context)
+    user = await context.services.storage.get_user(update.effective_user.id)
+    if user is None or user.bitrix_user_id is None:
+        await reply(update, t(lang, "not_linked"))
+        return lang, None
+    return lang, user
+
+
+
+async def stats_command(update: Update, context: BotContext) -> None:
+    """Admins: the figures /metrics exports, in a readable message."""
+    services = context.services
+    lang = await language_of(update, context)
+    if update.effective_user.id not in services.settings.admin_telegram_user_ids:
+        await reply(update, t(lang, "admins_only"))
+        return
+    coordinator = services.coordinator
+    linked, active = await services.storage.link_counts()
+    result = coordinator.last_result
+    stamp = services.clock.now().strftime("%Y-%m-%d %H:%M")
+    if result is None:
+        last_poll = t(lang, "stats_never")
+    elif result.cause is None:
+        last_poll = t(lang, "stats_poll_ok", time=stamp, ok=result.ok, users=result.users)
+    else:
+        last_poll = t(lang, "stats_poll_failed", time=stamp, cause=result.cause)
+    requests, failed = coordinator.requests_last_hour()
+    outcomes = await services.storage.outbox_outcomes(services.clock.timestamp() - 3600)
+    from bot.coordinator import COUNTERS_METHOD, TIME_BUDGET_SECONDS
+
+    await reply(
+        update,
+        t(
+            lang,
+            "stats",
+            linked=linked,
+            active=active,
+            last_poll=Html(last_poll),
+            interval=round(coordinator.effective_interval),
+            requests=requests,
+            failed=failed,
+            budget=round(services.bitrix.method_time_used(COUNTERS_METHOD), 1),
+            budget_limit=round(TIME_BUDGET_SECONDS),
+            sent=outcomes.get("sent", 0),
+            msg_failed=outcomes.get("failed", 0),
+            queued=await services.storage.outbox_queued_count(),
+            no_access=len(coordinator.no_access_users),
+        ),
+    )
+
+
+async def unknown_command(update: Update, context: BotContext) -> None:
+    """Any other command: a pointer to /help."""
+    lang = await language_of(update, context)
+    await reply(update, t(lang, "unknown_command"))

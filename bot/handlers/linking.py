@@ -1,0 +1,154 @@
+"""/link, /verify, /unlink and /forget (SPEC section 4)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+
+from bot import parsing, render
+from bot.app import BotContext
+from bot.errors import BitrixError
+from bot.linking import Outcome
+from bot.model import UserSettings
+from bot.texts import Html, pick_language, t
+from bot.handlers.core import bitrix_failed, language_of, parse_error_answer, reply
+from bot.handlers.counters import send_counters
+
+log = logging.getLogger(__name__)
+
+
+
+def account_label(update: Update) -> str:
+    """How the code notification names the Telegram account that asked."""
+    user = update.effective_user
+    return f"@{user.username} (ID {user.id})" if user.username else f"ID {user.id}"
+
+
+async def link_command(update: Update, context: BotContext) -> None:
+    """Starts linking: resolves the account and sends it a one-time code through Bitrix24."""
+    lang = await language_of(update, context)
+    services = context.services
+    if not context.args:
+        await reply(update, t(lang, "link_usage"))
+        return
+    hosts = {services.settings.webhook_host, services.settings.portal_host}
+    try:
+        target = parsing.parse_link_target(" ".join(context.args), hosts)
+    except parsing.ParseError as err:
+        await parse_error_answer(update, lang, err)
+        return
+    try:
+        result = await services.linker.request(update.effective_user.id, account_label(update), target)
+    except BitrixError as err:
+        await bitrix_failed(update, lang, err)
+        return
+    await _link_outcome(update, context, lang, result)
+
+
+async def verify_command(update: Update, context: BotContext) -> None:
+    """Checks the code from the Bitrix24 notification."""
+    lang = await language_of(update, context)
+    code = parsing.parse_code(" ".join(context.args or []))
+    if code is None:
+        await reply(update, t(lang, "verify_usage"))
+        return
+    await _verify(update, context, lang, code)
+
+
+async def text_message(update: Update, context: BotContext) -> None:
+    """A bare six-digit message is a code; anything else gets a pointer to /help."""
+    lang = await language_of(update, context)
+    code = parsing.parse_code(update.effective_message.text or "")
+    if code is not None:
+        await _verify(update, context, lang, code)
+    else:
+        await reply(update, t(lang, "help"))
+
+
+async def _verify(update: Update, context: BotContext, lang: str, code: str) -> None:
+    try:
+        result = await context.services.linker.verify(update.effective_user.id, code)
+    except BitrixError as err:
+        await bitrix_failed(update, lang, err)
+        return
+    await _link_outcome(update, context, lang, result)
+
+
+async def _link_outcome(update: Update, context: BotContext, lang: str, result: Any) -> None:
+    simple = {
+        Outcome.CODE_SENT: "link_code_sent",
+        Outcome.NOT_FOUND: "link_not_found",
+        Outcome.TOO_MANY_LOOKUPS: "link_too_many_lookups",
+        Outcome.TOO_MANY_CODES: "link_too_many_codes",
+        Outcome.TAKEN: "link_taken",
+        Outcome.ALREADY_YOURS: "link_already_yours",
+        Outcome.NO_CODE: "verify_no_code",
+        Outcome.EXPIRED: "verify_expired",
+        Outcome.DEAD: "verify_dead",
+    }
+    if result.outcome in simple:
+        await reply(update, t(lang, simple[result.outcome]))
+        return
+    if result.outcome is Outcome.WRONG:
+        await reply(update, t(lang, "verify_wrong", left=result.tries_left))
+        return
+    settings: UserSettings = result.settings
+    lang = pick_language(settings.language, update.effective_user.language_code, context.services.settings.default_language)
+    if settings.digest_enabled:
+        text = t(
+            lang,
+            "linked",
+            name=result.user.full_name,
+            time=settings.digest_time.strftime("%H:%M"),
+            days=Html(render.days_label(lang, settings.digest_days)),
+            zone=settings.timezone,
+        )
+    else:
+        text = t(lang, "linked_digest_off", name=result.user.full_name, zone=settings.timezone)
+    button = InlineKeyboardMarkup([[InlineKeyboardButton(t(lang, "button_settings"), callback_data="s:show")]])
+    await reply(update, text, button)
+    if result.moved_from is not None:
+        await context.services.notify_user(result.moved_from, "link_moved_away")
+    await send_counters(update, context, lang, result.user.bitrix_user_id, result.user.full_name, render.EVERY_ROLE)
+
+
+async def unlink_command(update: Update, context: BotContext) -> None:
+    """Ends the user's link; an admin may give a Bitrix24 user ID to free someone else's."""
+    services = context.services
+    lang = await language_of(update, context)
+    if context.args:
+        if update.effective_user.id not in services.settings.admin_telegram_user_ids:
+            await reply(update, t(lang, "admins_only"))
+            return
+        try:
+            target = parsing.parse_link_target(context.args[0], ())
+        except parsing.ParseError:
+            target = None
+        if target is None or target.kind != "id" or len(context.args) != 1:
+            await reply(update, t(lang, "admin_unlink_usage"))
+            return
+        holder = await services.storage.telegram_user_of(int(target.value))
+        if holder is None:
+            await reply(update, t(lang, "admin_not_linked", bitrix_user_id=target.value))
+            return
+        await services.storage.unlink(holder, services.clock.timestamp())
+        log.info("admin telegram_user_id=%d unlinked bitrix_user_id=%s", update.effective_user.id, target.value)
+        await reply(update, t(lang, "admin_unlinked", bitrix_user_id=target.value))
+        if holder != update.effective_user.id:
+            await services.notify_user(holder, "unlinked_by_admin")
+        return
+    if await services.storage.unlink(update.effective_user.id, services.clock.timestamp()):
+        log.info("telegram_user_id=%d unlinked", update.effective_user.id)
+        await reply(update, t(lang, "unlinked"))
+    else:
+        await reply(update, t(lang, "not_linked"))
+
+
+async def forget_command(update: Update, context: BotContext) -> None:
+    """Deletes every row about the user except limit records."""
+    lang = await language_of(update, context)
+    await context.services.storage.forget(update.effective_user.id)
+    log.info("telegram_user_id=%d forgotten", update.effective_user.id)
+    await reply(update, t(lang, "forgotten"))
