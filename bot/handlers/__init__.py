@@ -12,6 +12,7 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+
 from bot.handlers.core import (
     chat_member_update,
     gate,

@@ -6,17 +6,13 @@ import logging
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.constants import ChatType
-from telegram.ext import (
-    ApplicationHandlerStop,
-)
+from telegram.ext import ApplicationHandlerStop
 
 from bot import parsing
 from bot.app import BotContext
 from bot.errors import BitrixError
 from bot.storage import User
 from bot.texts import Html, pick_language, t
-
-
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +134,6 @@ async def linked_user(update: Update, context: BotContext) -> tuple[str, User | 
         await reply(update, t(lang, "not_linked"))
         return lang, None
     return lang, user
-
 
 
 async def stats_command(update: Update, context: BotContext) -> None:

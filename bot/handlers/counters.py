@@ -10,12 +10,11 @@ from telegram.error import BadRequest
 
 from bot import parsing, render
 from bot.app import BotContext
+from bot.handlers.core import language_of, linked_user, parse_error_answer, reply
 from bot.model import ROLE_ALIASES, ROLES, UserSettings
 from bot.texts import t
-from bot.handlers.core import language_of, linked_user, parse_error_answer, reply
 
 log = logging.getLogger(__name__)
-
 
 
 def _roles_for(short: str) -> tuple[str, ...]:
@@ -27,7 +26,9 @@ async def _counters_message(
 ) -> tuple[str, InlineKeyboardMarkup]:
     services = context.services
     reading = await services.reader.read(bitrix_user_id)
-    settings = await services.storage.get_settings(user_tid) or UserSettings(timezone=services.settings.default_timezone)
+    settings = await services.storage.get_settings(user_tid) or UserSettings(
+        timezone=services.settings.default_timezone
+    )
     text = render.render_counters(
         lang,
         reading.results,

@@ -10,14 +10,13 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from bot import parsing, render
 from bot.app import BotContext
 from bot.errors import BitrixError
+from bot.handlers.core import bitrix_failed, language_of, parse_error_answer, reply
+from bot.handlers.counters import send_counters
 from bot.linking import Outcome
 from bot.model import UserSettings
 from bot.texts import Html, pick_language, t
-from bot.handlers.core import bitrix_failed, language_of, parse_error_answer, reply
-from bot.handlers.counters import send_counters
 
 log = logging.getLogger(__name__)
-
 
 
 def account_label(update: Update) -> str:
@@ -95,7 +94,9 @@ async def _link_outcome(update: Update, context: BotContext, lang: str, result: 
         await reply(update, t(lang, "verify_wrong", left=result.tries_left))
         return
     settings: UserSettings = result.settings
-    lang = pick_language(settings.language, update.effective_user.language_code, context.services.settings.default_language)
+    lang = pick_language(
+        settings.language, update.effective_user.language_code, context.services.settings.default_language
+    )
     if settings.digest_enabled:
         text = t(
             lang,

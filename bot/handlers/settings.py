@@ -10,15 +10,14 @@ from telegram import Update
 from bot import alerts as alert_rules
 from bot import parsing, preferences, render
 from bot.app import BotContext
+from bot.handlers.core import language_of, linked_user, parse_error_answer, reply, show
+from bot.handlers.counters import edit_in_place
 from bot.model import UserSettings
 from bot.schedule import local_today
 from bot.storage import User
 from bot.texts import Html, pick_language, t
-from bot.handlers.core import language_of, linked_user, parse_error_answer, reply, show
-from bot.handlers.counters import edit_in_place
 
 log = logging.getLogger(__name__)
-
 
 
 async def _settings_of(update: Update, context: BotContext) -> tuple[str, User | None, UserSettings | None]:
@@ -50,7 +49,11 @@ async def settings_command(update: Update, context: BotContext) -> None:
     lang, user, settings = await _settings_of(update, context)
     if settings is None:
         return
-    await reply(update, render.render_settings(lang, settings, full_name=user.full_name), render.settings_keyboard(lang, settings))
+    await reply(
+        update,
+        render.render_settings(lang, settings, full_name=user.full_name),
+        render.settings_keyboard(lang, settings),
+    )
 
 
 async def settings_button(update: Update, context: BotContext) -> None:
@@ -65,13 +68,23 @@ async def settings_button(update: Update, context: BotContext) -> None:
         return
     await query.answer()
     if action == "show":
-        await reply(update, render.render_settings(lang, settings, full_name=user.full_name), render.settings_keyboard(lang, settings))
+        await reply(
+            update,
+            render.render_settings(lang, settings, full_name=user.full_name),
+            render.settings_keyboard(lang, settings),
+        )
         return
     change = preferences.BUTTONS[action](settings)
     await _save(context, user.telegram_user_id, change)
     settings = change.settings
-    lang = pick_language(settings.language, update.effective_user.language_code, context.services.settings.default_language)
-    await edit_in_place(query, render.render_settings(lang, settings, full_name=user.full_name), render.settings_keyboard(lang, settings))
+    lang = pick_language(
+        settings.language, update.effective_user.language_code, context.services.settings.default_language
+    )
+    await edit_in_place(
+        query,
+        render.render_settings(lang, settings, full_name=user.full_name),
+        render.settings_keyboard(lang, settings),
+    )
 
 
 SettingsCommand = Callable[[Update, BotContext, str, User, UserSettings], Awaitable[None]]
@@ -94,7 +107,9 @@ def _settings_command(body: SettingsCommand) -> Callable[[Update, BotContext], A
     return handler
 
 
-async def _saved(update: Update, context: BotContext, user: User, change: preferences.Change, lang: str, text: str) -> None:
+async def _saved(
+    update: Update, context: BotContext, user: User, change: preferences.Change, lang: str, text: str
+) -> None:
     await _save(context, user.telegram_user_id, change)
     await reply(update, text)
 
@@ -104,14 +119,23 @@ async def digest_command(update: Update, context: BotContext, lang: str, user: U
     """/digest H:MM [days] | off | on | now | empty on|off; without arguments shows the current value."""
     command = parsing.parse_digest(context.args or [])
     if isinstance(command, parsing.Show):
-        await show(update, lang, t(lang, "current_digest", value=Html(render.digest_value(lang, settings))), parsing.EXAMPLE_DIGEST)
+        await show(
+            update,
+            lang,
+            t(lang, "current_digest", value=Html(render.digest_value(lang, settings))),
+            parsing.EXAMPLE_DIGEST,
+        )
         return
     if isinstance(command, parsing.DigestNow):
         await _digest_now(update, context, lang, user, settings)
         return
     change = preferences.apply_digest(settings, command)
     if isinstance(command, parsing.DigestEmpty):
-        text = t(lang, "settings_empty", value=t(lang, "settings_empty_send") if command.send_empty else t(lang, "settings_empty_skip"))
+        text = t(
+            lang,
+            "settings_empty",
+            value=t(lang, "settings_empty_send") if command.send_empty else t(lang, "settings_empty_skip"),
+        )
     else:
         text = t(lang, "saved_digest", value=Html(render.digest_value(lang, change.settings)))
     await _saved(update, context, user, change, lang, text)
@@ -140,10 +164,22 @@ async def alerts_command(update: Update, context: BotContext, lang: str, user: U
     """/alerts <counter> <threshold> | <counter> off | off | on."""
     command = parsing.parse_alerts(context.args or [])
     if isinstance(command, parsing.Show):
-        await show(update, lang, t(lang, "current_alerts", value=Html(render.alerts_value(lang, settings))), parsing.EXAMPLE_ALERTS)
+        await show(
+            update,
+            lang,
+            t(lang, "current_alerts", value=Html(render.alerts_value(lang, settings))),
+            parsing.EXAMPLE_ALERTS,
+        )
         return
     change = preferences.apply_alerts(settings, command)
-    await _saved(update, context, user, change, lang, t(lang, "current_alerts", value=Html(render.alerts_value(lang, change.settings))))
+    await _saved(
+        update,
+        context,
+        user,
+        change,
+        lang,
+        t(lang, "current_alerts", value=Html(render.alerts_value(lang, change.settings))),
+    )
 
 
 @_settings_command
@@ -151,10 +187,14 @@ async def quiet_command(update: Update, context: BotContext, lang: str, user: Us
     """/quiet HH:MM-HH:MM | off."""
     command = parsing.parse_quiet(context.args or [])
     if isinstance(command, parsing.Show):
-        await show(update, lang, t(lang, "current_quiet", value=render.quiet_value(lang, settings)), parsing.EXAMPLE_QUIET)
+        await show(
+            update, lang, t(lang, "current_quiet", value=render.quiet_value(lang, settings)), parsing.EXAMPLE_QUIET
+        )
         return
     change = preferences.apply_quiet(settings, command)
-    await _saved(update, context, user, change, lang, t(lang, "current_quiet", value=render.quiet_value(lang, change.settings)))
+    await _saved(
+        update, context, user, change, lang, t(lang, "current_quiet", value=render.quiet_value(lang, change.settings))
+    )
 
 
 @_settings_command
@@ -192,10 +232,21 @@ async def pause_command(update: Update, context: BotContext, lang: str, user: Us
     """/pause N | YYYY-MM-DD: the day the user is back."""
     until = parsing.parse_pause(context.args or [], local_today(settings, context.services.clock.now()))
     if isinstance(until, parsing.Show):
-        current = t(lang, "settings_pause", date=settings.pause_until.isoformat()) if settings.pause_until else t(lang, "current_pause")
+        current = (
+            t(lang, "settings_pause", date=settings.pause_until.isoformat())
+            if settings.pause_until
+            else t(lang, "current_pause")
+        )
         await show(update, lang, current, parsing.EXAMPLE_PAUSE)
         return
-    await _saved(update, context, user, preferences.apply_pause(settings, until), lang, t(lang, "saved_pause", date=until.isoformat()))
+    await _saved(
+        update,
+        context,
+        user,
+        preferences.apply_pause(settings, until),
+        lang,
+        t(lang, "saved_pause", date=until.isoformat()),
+    )
 
 
 @_settings_command
@@ -215,7 +266,13 @@ async def snooze_button(update: Update, context: BotContext) -> None:
     lang = await language_of(update, context)
     settings = await services.storage.get_settings(update.effective_user.id)
     user = await services.storage.get_user(update.effective_user.id)
-    if settings is None or user is None or user.bitrix_user_id is None or kind not in ("h", "t") or counter not in settings.thresholds:
+    if (
+        settings is None
+        or user is None
+        or user.bitrix_user_id is None
+        or kind not in ("h", "t")
+        or counter not in settings.thresholds
+    ):
         await query.answer()
         return
     now = services.clock.now()
@@ -224,5 +281,9 @@ async def snooze_button(update: Update, context: BotContext) -> None:
     )
     await services.storage.set_snooze(update.effective_user.id, counter, until)
     local = until.astimezone(settings.tz())
-    stamp = local.strftime("%H:%M") if local.date() == now.astimezone(settings.tz()).date() else local.strftime("%Y-%m-%d %H:%M")
+    stamp = (
+        local.strftime("%H:%M")
+        if local.date() == now.astimezone(settings.tz()).date()
+        else local.strftime("%Y-%m-%d %H:%M")
+    )
     await query.answer(t(lang, "snoozed", time=stamp))
