@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
@@ -181,6 +182,10 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = Path(".env")
     def ca_file(raw: str) -> str:
         if not Path(raw).is_file():
             raise ValueError("file not found or not readable")
+        try:
+            ssl.create_default_context().load_verify_locations(raw)
+        except (ssl.SSLError, OSError, ValueError):
+            raise ValueError("is not a PEM bundle of CA certificates") from None
         return raw
 
     def rate(raw: str) -> float:

@@ -74,6 +74,13 @@ def test_each_bad_setting_is_named_in_one_line(name: str, value: str, fragment: 
     assert "secretcode9" not in str(info.value) and TOKEN not in str(info.value)
 
 
+def test_ca_file_must_hold_pem_certificates(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate", encoding="utf-8")
+    with pytest.raises(SettingsError, match="BITRIX24_CA_FILE: is not a PEM bundle"):
+        load_settings({**BASE, "BITRIX24_CA_FILE": str(bogus)}, tmp_path / "none.env")
+
+
 def test_missing_required_settings_are_all_reported(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings({}, tmp_path / "none.env")
