@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -319,16 +319,13 @@ class Coordinator:
             nxt = next_digest_due(s, now)
             if nxt is not None and nxt[1] - now <= DIGEST_LOOKAHEAD:
                 ahead = due_digests(s, nxt[1], who.last_digest_date, saved_at)
-                if ahead is not None and ahead.due_at_utc == nxt[1]:
+                # A paused occurrence is recorded as skipped when it falls due, by the branch above.
+                if ahead is not None and not ahead.skip and ahead.due_at_utc == nxt[1]:
                     upcoming.append((who, ahead))
         lead = read_lead_time(len(current) + len(upcoming), 1.0 / self._settings.bitrix24_requests_per_second)
         batch = current + [(w, d) for w, d in upcoming if d.due_at_utc - now <= lead]
         if not batch:
             return 0
-        if any(d.skip for _, d in batch):
-            for who, due in [(w, d) for w, d in batch if d.skip]:
-                await self._skip(who, due)
-            batch = [(w, d) for w, d in batch if not d.skip]
         read = await self._bitrix.counters([w.link.bitrix_user_id for w, _ in batch], ROLES)
         queued = 0
         for who, due in batch:
@@ -355,7 +352,7 @@ class Coordinator:
         ]
         everything_zero = all(isinstance(r, Counters) for r in results.values()) and not any(shown)
         if everything_zero and not who.settings.digest_empty:
-            await self._storage.record_digest(tid, due.local_date, due.due_at_utc.timestamp(), "skipped", None, None, None, now.timestamp())
+            await self._skip(who, replace(due, skip=True, reason="empty"))
             return 0
         previous = await self._storage.last_sent_digest(tid)
         lang = language_for(who, self._settings.default_language)

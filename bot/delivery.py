@@ -185,7 +185,6 @@ class OutboxWorker:
         *,
         concurrency: int = 40,
         idle_wait: float = 1.0,
-        on_blocked: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._storage = storage
         self._bot = bot
@@ -200,7 +199,6 @@ class OutboxWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._loop_exited = asyncio.Event()
-        self._on_blocked = on_blocked
 
     def wake(self) -> None:
         """New rows were queued: look now rather than after the idle wait."""
@@ -315,8 +313,6 @@ class OutboxWorker:
             self._metrics.messages.labels("failed").inc()
             log.info("telegram_user_id=%d cannot be messaged (%s): marked inactive", row.telegram_user_id, type(err).__name__)
             await self._storage.set_blocked(row.telegram_user_id, True)
-            if self._on_blocked is not None:
-                await self._on_blocked(row.telegram_user_id)
         except (RetryAfter, NetworkError) as err:
             now = self._clock.timestamp()
             if certainly_not_delivered(err) and row.attempts < 5:

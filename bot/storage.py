@@ -567,17 +567,22 @@ class Storage:
         updates = list(updates)
         async with self.transaction() as db:
             for update in updates:
-                await db.execute("DELETE FROM alert_state WHERE telegram_user_id = ?", (update.telegram_user_id,))
-            await db.executemany(
-                "INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [dump_alert_state(u.telegram_user_id, st) for u in updates for st in u.states.values()],
-            )
+                await self._replace_alert_states(db, update.telegram_user_id, update.states)
             await db.executemany(
                 "INSERT INTO counter_snapshots (telegram_user_id, role, counters, read_at) VALUES (?, 'view_all', ?, ?) "
                 "ON CONFLICT (telegram_user_id, role) DO UPDATE SET counters = excluded.counters, read_at = excluded.read_at",
                 [(u.telegram_user_id, to_json(u.view_all) if u.view_all is not None else None, now) for u in updates],
             )
             await self.enqueue(db, messages, now)
+
+    @staticmethod
+    async def _replace_alert_states(db: aiosqlite.Connection, telegram_user_id: int, states: dict[str, AlertState]) -> None:
+        """Inside a transaction: a user's alert states become exactly `states`."""
+        await db.execute("DELETE FROM alert_state WHERE telegram_user_id = ?", (telegram_user_id,))
+        await db.executemany(
+            "INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [dump_alert_state(telegram_user_id, st) for st in states.values()],
+        )
 
     async def snapshot(self, telegram_user_id: int) -> dict[str, int] | None:
         """The last view_all counters the poll read for a user."""
@@ -634,11 +639,7 @@ class Storage:
             if message is not None:
                 await self.enqueue(db, [message], now)
             if states is not None:
-                await db.execute("DELETE FROM alert_state WHERE telegram_user_id = ?", (telegram_user_id,))
-                await db.executemany(
-                    "INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [dump_alert_state(telegram_user_id, st) for st in states.values()],
-                )
+                await self._replace_alert_states(db, telegram_user_id, states)
         return True
 
     async def digest_log(self, telegram_user_id: int) -> list[dict[str, Any]]:

@@ -107,9 +107,7 @@ def _settings_command(body: SettingsCommand) -> Callable[[Update, BotContext], A
     return handler
 
 
-async def _saved(
-    update: Update, context: BotContext, user: User, change: preferences.Change, lang: str, text: str
-) -> None:
+async def _saved(update: Update, context: BotContext, user: User, change: preferences.Change, text: str) -> None:
     await _save(context, user.telegram_user_id, change)
     await reply(update, text)
 
@@ -138,7 +136,7 @@ async def digest_command(update: Update, context: BotContext, lang: str, user: U
         )
     else:
         text = t(lang, "saved_digest", value=Html(render.digest_value(lang, change.settings)))
-    await _saved(update, context, user, change, lang, text)
+    await _saved(update, context, user, change, text)
 
 
 async def _digest_now(update: Update, context: BotContext, lang: str, user: User, settings: UserSettings) -> None:
@@ -177,7 +175,6 @@ async def alerts_command(update: Update, context: BotContext, lang: str, user: U
         context,
         user,
         change,
-        lang,
         t(lang, "current_alerts", value=Html(render.alerts_value(lang, change.settings))),
     )
 
@@ -193,7 +190,7 @@ async def quiet_command(update: Update, context: BotContext, lang: str, user: Us
         return
     change = preferences.apply_quiet(settings, command)
     await _saved(
-        update, context, user, change, lang, t(lang, "current_quiet", value=render.quiet_value(lang, change.settings))
+        update, context, user, change, t(lang, "current_quiet", value=render.quiet_value(lang, change.settings))
     )
 
 
@@ -205,7 +202,7 @@ async def timezone_command(update: Update, context: BotContext, lang: str, user:
         await show(update, lang, t(lang, "current_zone", value=settings.timezone), parsing.EXAMPLE_TIMEZONE)
         return
     change = preferences.apply_timezone(settings, name)
-    await _saved(update, context, user, change, lang, t(lang, "current_zone", value=name))
+    await _saved(update, context, user, change, t(lang, "current_zone", value=name))
 
 
 async def language_command(update: Update, context: BotContext) -> None:
@@ -244,7 +241,6 @@ async def pause_command(update: Update, context: BotContext, lang: str, user: Us
         context,
         user,
         preferences.apply_pause(settings, until),
-        lang,
         t(lang, "saved_pause", date=until.isoformat()),
     )
 
@@ -255,7 +251,7 @@ async def resume_command(update: Update, context: BotContext, lang: str, user: U
     if settings.pause_until is None:
         await reply(update, t(lang, "not_paused"))
         return
-    await _saved(update, context, user, preferences.apply_resume(settings), lang, t(lang, "resumed"))
+    await _saved(update, context, user, preferences.apply_resume(settings), t(lang, "resumed"))
 
 
 async def snooze_button(update: Update, context: BotContext) -> None:
