@@ -27,7 +27,13 @@ async def language_of(update: Update, context: BotContext) -> str:
     if tg_user is None:
         return services.settings.default_language
     user = await services.storage.get_user(tg_user.id)
-    return pick_language(user.language if user else None, tg_user.language_code, services.settings.default_language)
+    return _language(user, update, context)
+
+
+def _language(user: User | None, update: Update, context: BotContext) -> str:
+    """/language choice, else Telegram's language_code, else DEFAULT_LANGUAGE."""
+    default = context.services.settings.default_language
+    return pick_language(user.language if user else None, update.effective_user.language_code, default)
 
 
 def _command_name(update: Update) -> str | None:
@@ -128,8 +134,9 @@ async def bitrix_failed(update: Update, lang: str, err: BitrixError) -> None:
 
 async def linked_user(update: Update, context: BotContext) -> tuple[str, User | None]:
     """The user's language and record; says "not linked" and returns None when there is no link."""
-    lang = await language_of(update, context)
-    user = await context.services.storage.get_user(update.effective_user.id)
+    services = context.services
+    user = await services.storage.get_user(update.effective_user.id)
+    lang = _language(user, update, context)
     if user is None or user.bitrix_user_id is None:
         await reply(update, t(lang, "not_linked"))
         return lang, None
