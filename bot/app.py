@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from typing import Any
-
 from telegram import BotCommand, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
-from telegram.ext import Application, ApplicationBuilder, CallbackContext, ContextTypes, Defaults, ExtBot
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest, HTTPXRequest
 
-from bot.clock import Clock
-from bot.config import Settings
+from bot import handlers
 from bot.delivery import DeliveryLimiter
-from bot.metrics import Metrics
-from bot.bitrix import BitrixClient
-from bot.coordinator import Coordinator
-from bot.delivery import OutboxWorker
-from bot.linking import Linker
-from bot.reader import CounterReader
-from bot.storage import OutgoingMessage, Storage
-from bot.texts import COMMANDS, pick_language, t
+from bot.services import BotContext, Services
+from bot.texts import COMMANDS
 
 log = logging.getLogger(__name__)
 
@@ -34,50 +24,6 @@ CONCURRENT_UPDATES = 16
 
 class FatalStartupError(Exception):
     """Start-up cannot go on (token rejected, database unusable): exit status 1."""
-
-
-@dataclass
-class Services:
-    """Everything handlers and jobs need, built once in __main__ (or a test) and passed in."""
-
-    settings: Settings
-    storage: Storage
-    clock: Clock
-    bitrix: BitrixClient
-    metrics: Metrics = field(default_factory=Metrics)
-    started_at: float = 0.0
-    extras: dict[str, Any] = field(default_factory=dict)
-    outbox: OutboxWorker | None = None
-
-    def __post_init__(self) -> None:
-        self.linker = Linker(self.settings, self.storage, self.bitrix, self.clock)
-        self.reader = CounterReader(self.bitrix, self.clock)
-        self.coordinator = Coordinator(self.settings, self.storage, self.bitrix, self.clock, self.metrics, self.wake_outbox)
-        self.metrics.watch(self)
-
-    def wake_outbox(self) -> None:
-        """New bulk messages were queued."""
-        if self.outbox is not None:
-            self.outbox.wake()
-
-    async def notify_user(self, telegram_user_id: int, key: str) -> None:
-        """Queue a one-off notice to a user, in their language."""
-        user = await self.storage.get_user(telegram_user_id)
-        if user is None or user.blocked:
-            return
-        lang = pick_language(user.language, user.language_code, self.settings.default_language)
-        message = OutgoingMessage(telegram_user_id, user.chat_id, "notice", t(lang, key))
-        await self.storage.queue([message], self.clock.timestamp())
-        self.wake_outbox()
-
-
-class BotContext(CallbackContext[ExtBot, dict, dict, dict]):
-    """CallbackContext with typed access to the services."""
-
-    @property
-    def services(self) -> Services:
-        """The bot's services."""
-        return self.application.bot_data["services"]
 
 
 def build_application(
@@ -111,8 +57,6 @@ def build_application(
         job_defaults={"misfire_grace_time": 120, "coalesce": True, "max_instances": 1},
         **app.job_queue.scheduler_configuration,
     )
-    from bot import handlers  # late import: handlers import this module for BotContext
-
     handlers.register(app)
     return app
 

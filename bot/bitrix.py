@@ -64,6 +64,7 @@ COUNTERS_IN_FLIGHT = 3
 BUDGET_WINDOW = 600.0
 DEFAULT_BLOCK = 600.0  # OPERATION_TIME_LIMIT lifts "automatically after 10 minutes" (system-errors.ru.md)
 _BACKOFF_BASE = 1.0
+INTERACTIVE_DEADLINE = 15.0  # temporary: replaced by the bitrix package
 _BACKOFF_CAP = 30.0
 
 _WEBHOOK_PATH = re.compile(r"^/rest/(\d+)/([A-Za-z0-9_-]+)(?:/([A-Za-z0-9_.]*))?/?$")
@@ -696,7 +697,7 @@ class BitrixClient:
         return BatchResult(results, errors, times)
 
     async def counters(
-        self, bitrix_user_ids: Sequence[int], roles: Sequence[str] = ROLES
+        self, bitrix_user_ids: Sequence[int], roles: Sequence[str] = ROLES, *, bulk: bool = False, deadline: float | None = None
     ) -> dict[int, dict[str, CounterResult]]:
         """Read counters per user and role, all roles of a user in one batch (50 // len(roles) users each)."""
         roles = tuple(roles)
@@ -756,7 +757,7 @@ class BitrixClient:
                 raise outcome
         return out
 
-    async def users_by_ids(self, bitrix_user_ids: Sequence[int]) -> dict[int, BitrixUser]:
+    async def users_by_ids(self, bitrix_user_ids: Sequence[int], deadline: float | None = None) -> dict[int, BitrixUser]:
         """Active users among these IDs, 50 per user.get request; only IDs that were asked for."""
         ids = list(dict.fromkeys(int(i) for i in bitrix_user_ids))
         found: dict[int, BitrixUser] = {}
@@ -770,11 +771,11 @@ class BitrixClient:
                     found[user.bitrix_user_id] = user
         return found
 
-    async def user_by_id(self, bitrix_user_id: int) -> BitrixUser | None:
+    async def user_by_id(self, bitrix_user_id: int, deadline: float | None = None) -> BitrixUser | None:
         """One active user by ID, or None."""
         return (await self.users_by_ids([bitrix_user_id])).get(bitrix_user_id)
 
-    async def user_by_email(self, email: str) -> BitrixUser | None:
+    async def user_by_email(self, email: str, deadline: float | None = None) -> BitrixUser | None:
         """The one active user with this e-mail (case-insensitive), or None (also when ambiguous)."""
         wanted = email.strip().lower()
         if not wanted:
@@ -807,7 +808,7 @@ class BitrixClient:
         values = result.values() if isinstance(result, dict) else result if isinstance(result, list) else []
         return {str(scope) for scope in values}
 
-    async def notify(self, bitrix_user_id: int, message: str) -> None:
+    async def notify(self, bitrix_user_id: int, message: str, deadline: float | None = None) -> None:
         """Send a Bitrix24 system notification to one user (never retried once it may have run)."""
         result = await self._call(
             "im.notify.system.add", {"USER_ID": int(bitrix_user_id), "MESSAGE": message}, idempotent=False

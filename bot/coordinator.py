@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from bot import alerts as alert_rules
 from bot import render
-from bot.bitrix import BitrixClient, Counters, NoAccess
+from bot.account import Accounts
+from bot.bitrix import BitrixClient, CounterResult, Counters, NoAccess
 from bot.config import Settings
 from bot.errors import BitrixError
 from bot.model import ROLES
 from bot.schedule import Due, due_digests, next_digest_due, read_lead_time
-from bot.storage import Audience, OutgoingMessage, PollUpdate, Storage
-from bot.texts import pick_language, t
+from bot.storage import Audience, Db, OutgoingMessage, Storage
+from bot.storage import alerts, audience, digests, limits, links, meta, outbox, users
+from bot.texts import t
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,12 @@ TRANSIENT_MIN_CYCLES = 2
 PERMANENT_CAUSES = frozenset({"auth", "scope", "plan", "portal_gone", "no_access", "permission"})
 DIGEST_LOOKAHEAD = timedelta(minutes=30)
 MASS_UNLINK_MIN = 10
+RECHECK_EVERY = 24 * 3600.0
+OUTBOX_KEEP_SECONDS = 30 * 86400.0  # SPEC 9: sent and failed rows are deleted after 30 days
+DIGEST_LOG_KEEP_DAYS = 60
+LIMIT_RECORDS_KEEP_SECONDS = 2 * 3600.0  # the longest limit window is one hour
+APPLY_CHUNK = 50  # users decided per transaction: short transactions, few commits
+STATE_KEY = "coordinator"
 
 
 @dataclass(frozen=True)
@@ -45,11 +54,9 @@ class CycleResult:
     error: BitrixError | None
     requests: int
     seconds: float
-
-
-def language_for(audience: Audience, default: str) -> str:
-    """The language to write to a linked user in."""
-    return pick_language(audience.settings.language, audience.language_code, default)
+    finished_at: float = 0.0
+    skipped: int = 0  # read, but unlinked, moved, blocked or forgotten before the write
+    broken: int = 0  # their decision failed (bad stored data): logged, the others went on
 
 
 def cycle_cause(results: dict[int, Any]) -> tuple[str | None, BitrixError | None]:
@@ -115,23 +122,52 @@ def _duration(seconds: float) -> str:
 
 
 class Coordinator:
-    """Polls view_all for every active linked user, decides alerts, reads and queues digests, tells admins."""
+    """Polls view_all for every active linked user, decides alerts, reads and queues digests, tells admins.
 
-    def __init__(self, settings: Settings, storage: Storage, bitrix: BitrixClient, clock, metrics, wake) -> None:
+    Every decision is a unit of work: the network read happens first, then one transaction
+    re-reads what the decision depends on (link, settings, alert states, digest log) and
+    writes the outcome with the messages it causes. A change a user made during the read is
+    therefore seen, never overwritten.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        bitrix: BitrixClient,
+        clock: Any,
+        metrics: Any,
+        accounts: Accounts,
+    ) -> None:
         self._settings = settings
         self._storage = storage
         self._bitrix = bitrix
         self._clock = clock
         self._metrics = metrics
-        self._wake = wake
+        self._accounts = accounts
         self.last_success_at: float | None = None
         self.last_result: CycleResult | None = None
         self._failing_cycles = 0
-        self._next_poll_at = 0.0
         self._told_stretch = False
         self.effective_interval = float(settings.poll_interval_seconds)
         self.no_access_users: set[int] = set()
         self.history: deque[tuple[float, int, int]] = deque()  # (time, requests, errors) after each cycle
+
+    # ---- state kept across restarts ---------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Read back what the last run knew: failing cycles, the stretch notice, the last good cycle."""
+        saved = await meta.get_json(self._storage.db, STATE_KEY) or {}
+        self._failing_cycles = int(saved.get("failing_cycles", 0))
+        self._told_stretch = bool(saved.get("told_stretch", False))
+        self.effective_interval = max(float(self._settings.poll_interval_seconds), float(saved.get("interval", 0)))
+
+    async def _save_state(self, db: Db) -> None:
+        await meta.put_json(
+            db,
+            STATE_KEY,
+            {"failing_cycles": self._failing_cycles, "told_stretch": self._told_stretch, "interval": self.effective_interval},
+        )
 
     def requests_last_hour(self) -> tuple[int, int]:
         """Bitrix24 requests and failed requests in about the last hour (since start if shorter)."""
@@ -151,57 +187,49 @@ class Coordinator:
 
     # ---- polling -----------------------------------------------------------------------------
 
-    def _audience_filter(self, audience: dict[int, Audience]) -> dict[int, Audience]:
-        return {tid: a for tid, a in audience.items() if self._settings.is_allowed(tid)}
+    def _allowed(self, found: dict[int, Audience]) -> dict[int, Audience]:
+        return {tid: a for tid, a in found.items() if self._settings.is_allowed(tid)}
 
-    async def poll_cycle(self) -> CycleResult | None:
-        """One refresh; a failed one changes nothing and alerts nobody."""
-        now = self._clock.timestamp()
-        if now < self._next_poll_at:
-            return None  # the time budget asked for a longer interval
+    async def poll_cycle(self) -> CycleResult:
+        """One refresh of every active linked user; a failed read changes nothing and alerts nobody."""
         started = self._clock.timestamp()
-        audience = self._audience_filter(await self._storage.audience())
-        linked, _ = await self._storage.link_counts()
+        who = self._allowed(await audience.load(self._storage.db))
+        linked, _ = await links.counts(self._storage.db)
         self._metrics.linked_users.set(linked)
-        self._metrics.active_users.set(len(audience))
-        by_bitrix = {a.link.bitrix_user_id: a for a in audience.values()}
+        self._metrics.active_users.set(len(who))
+        by_bitrix = {a.link.bitrix_user_id: a for a in who.values()}
         requests_before = self._bitrix.stats.requests_total
         method_before = self._bitrix.method_time_used(COUNTERS_METHOD)
-        results = {}
+        results: dict[int, CounterResult] = {}
         if by_bitrix:
-            read = await self._bitrix.counters(list(by_bitrix), ("view_all",))
-            results = {bid: roles.get("view_all") for bid, roles in read.items()}
-        now_dt = self._clock.now()
-        updates: list[PollUpdate] = []
-        messages: list[OutgoingMessage] = []
+            read = await self._bitrix.counters(list(by_bitrix), ("view_all",), bulk=True)
+            results = {bid: roles.get("view_all") or NoAccess() for bid, roles in read.items()}
         ok = no_access = failed = 0
-        self.no_access_users = set()
-        for bid, result in results.items():
-            who = by_bitrix[bid]
-            if isinstance(result, Counters):
+        no_access_users = set()
+        readings: dict[int, tuple[int, Counters]] = {}
+        for bid, value in results.items():
+            if isinstance(value, Counters):
                 ok += 1
-                update, sent = self._decide(who, result, now_dt)
-                updates.append(update)
-                messages += sent
-            elif isinstance(result, NoAccess):
+                readings[by_bitrix[bid].link.telegram_user_id] = (bid, value)
+            elif isinstance(value, NoAccess):
                 no_access += 1
-                self.no_access_users.add(bid)
+                no_access_users.add(bid)
             else:
                 failed += 1
-        await self._storage.apply_poll(updates, messages, self._clock.timestamp())
-        if messages:
-            self._wake()
+        self.no_access_users = no_access_users
+        skipped, broken = await self.apply_readings(readings, read_started=started)
         cause, error = cycle_cause(results)
-        seconds = self._clock.timestamp() - started
+        now = self._clock.timestamp()
         result = CycleResult(
             users=len(results), ok=ok, no_access=no_access, failed=failed, cause=cause, error=error,
-            requests=self._bitrix.stats.requests_total - requests_before, seconds=seconds,
+            requests=self._bitrix.stats.requests_total - requests_before, seconds=now - started,
+            finished_at=now, skipped=skipped, broken=broken,
         )
         self.last_result = result
         self._metrics.poll_cycles.labels("ok" if cause is None else "failed").inc()
-        self._metrics.poll_duration.observe(seconds)
+        self._metrics.poll_duration.observe(result.seconds)
         if cause is None:
-            self.last_success_at = self._clock.timestamp()
+            self.last_success_at = now
             self._failing_cycles = 0
         else:
             self._failing_cycles += 1
@@ -209,14 +237,54 @@ class Coordinator:
         if failed and cause is None:
             log.info("poll cycle: %d of %d users could not be read; their state is kept", failed, len(results))
         self._remember()
-        await self._admin_notices(cause, error)
-        await self._pace(len(results), self._bitrix.method_time_used(COUNTERS_METHOD) - method_before, seconds)
+        stretch = self._pace(len(results), self._bitrix.method_time_used(COUNTERS_METHOD) - method_before, result.seconds)
+        await self._admin_notices(cause, error, stretch)
         return result
 
-    def _decide(self, who: Audience, counters: Counters, now: datetime) -> tuple[PollUpdate, list[OutgoingMessage]]:
+    async def apply_readings(self, readings: dict[int, tuple[int, Counters]], *, read_started: float) -> tuple[int, int]:
+        """Decide alerts for fresh view_all reads, APPLY_CHUNK users per transaction; returns (skipped, broken).
+
+        Inside the transaction each user is re-read: one unlinked, moved, blocked or forgotten
+        since the read is skipped; one whose last read is newer than this one keeps it.
+        """
+        skipped = broken = 0
+        queued = False
+        items = list(readings.items())
+        for start in range(0, len(items), APPLY_CHUNK):
+            chunk = items[start : start + APPLY_CHUNK]
+            async with self._storage.transaction() as db:
+                fresh = await audience.load(db, [tid for tid, _ in chunk])
+                now = self._clock.now()
+                for tid, (bid, counters) in chunk:
+                    current = fresh.get(tid)
+                    if current is None or current.link.bitrix_user_id != bid or not self._settings.is_allowed(tid):
+                        skipped += 1
+                        continue
+                    last = await alerts.snapshot(db, tid)
+                    if last is not None and last[1] > read_started:
+                        skipped += 1  # a later read of this user was already applied
+                        continue
+                    try:
+                        async with Storage.savepoint(db):
+                            states, messages = self._decide(current, counters, now)
+                            await alerts.replace_states(db, tid, states)
+                            await alerts.save_snapshot(db, tid, dict(counters.values), read_started)
+                            await outbox.enqueue(db, messages, now.timestamp())
+                            queued = queued or bool(messages)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        broken += 1
+                        self._metrics.worker_errors.labels("poll_user").inc()
+                        log.error("poll: the decision for telegram_user_id=%d failed; the others go on", tid, exc_info=True)
+        if queued:
+            self._accounts.wake()
+        return skipped, broken
+
+    def _decide(self, who: Audience, counters: Counters, now: datetime) -> tuple[dict, list[OutgoingMessage]]:
         settings = who.settings
         values = {name: counters.get(name) for name in counters.values}
-        lang = language_for(who, self._settings.default_language)
+        lang = self._accounts.language(settings.language, who.language_code)
         messages: list[OutgoingMessage] = []
         states = who.states
         summary = None
@@ -231,136 +299,171 @@ class Coordinator:
             text = render.render_alert(lang, alert, portal_url=self._settings.bitrix24_portal_url, bitrix_user_id=who.link.bitrix_user_id)
             markup = render.alert_keyboard(lang, alert.counter).to_json()
             messages.append(self._message(who, "alert", text, markup))
-        return PollUpdate(who.link.telegram_user_id, outcome.states, values), messages
+        return outcome.states, messages
 
     @staticmethod
     def _message(who: Audience, kind: str, text: str, markup: str | None = None, not_before: float = 0.0) -> OutgoingMessage:
-        return OutgoingMessage(who.link.telegram_user_id, who.link.chat_id, kind, text, markup, not_before)
+        return OutgoingMessage(who.link.chat_id, who.link.telegram_user_id, kind, text, markup, not_before)
 
-    async def _pace(self, users: int, method_seconds: float, cycle_seconds: float) -> None:
-        """Lengthen the interval before the time budget binds; tell admins once when a cycle cannot fit."""
+    def _pace(self, users_count: int, method_seconds: float, cycle_seconds: float) -> dict[str, Any] | None:
+        """The interval the next cycle needs (rate bound, time budget, this cycle's length); the figures when stretched."""
         interval = float(self._settings.poll_interval_seconds)
         by_budget = budget_interval(method_seconds, interval)
         by_rate = rate_bound_seconds(
-            math.ceil(users / 50), self._settings.bitrix24_requests_per_second, self._settings.bitrix24_burst
+            math.ceil(users_count / 50), self._settings.bitrix24_requests_per_second, self._settings.bitrix24_burst
         )
         needed = max(by_budget, by_rate, cycle_seconds)
         self.effective_interval = max(interval, needed)
-        self._next_poll_at = self._clock.timestamp() - cycle_seconds + by_budget if by_budget > interval else 0.0
-        if needed > interval and not self._told_stretch:
-            self._told_stretch = True
-            log.warning(
-                "a poll cycle for %d users needs %.0f s (time budget %.0f s, rate %.0f s), more than the %d s interval",
-                users, needed, by_budget, by_rate, self._settings.poll_interval_seconds,
-            )
-            await self._tell_admins(
-                "admin_cycle_stretched",
-                users=users, needed=round(needed), interval=self._settings.poll_interval_seconds, actual=round(needed),
-            )
-        elif needed <= interval:
+        if needed <= interval:
             self._told_stretch = False
+            return None
+        if self._told_stretch:
+            return None
+        self._told_stretch = True
+        log.warning(
+            "a poll cycle for %d users needs %.0f s (time budget %.0f s, rate %.0f s), more than the %d s interval",
+            users_count, needed, by_budget, by_rate, self._settings.poll_interval_seconds,
+        )
+        return {"users": users_count, "needed": round(needed), "interval": self._settings.poll_interval_seconds,
+                "actual": round(needed)}
 
     # ---- admin notices -----------------------------------------------------------------------
 
-    async def _admin_messages(self, key: str, **values: Any) -> list[OutgoingMessage]:
+    async def _admin_messages(self, db: Db, key: str, **values: Any) -> list[OutgoingMessage]:
+        """Inside a transaction: one message per admin who wrote to the bot, in their language."""
         out = []
-        for admin_id in sorted(await self._storage.known_user_ids(self._settings.admin_telegram_user_ids)):
-            user = await self._storage.get_user(admin_id)
-            lang = pick_language(user.language if user else None, user.language_code if user else None, self._settings.default_language)
+        for admin_id, user in sorted((await users.reachable(db, self._settings.admin_telegram_user_ids)).items()):
+            lang = self._accounts.language_of(user)
             rendered = {k: (v(lang) if callable(v) else v) for k, v in values.items()}
-            out.append(OutgoingMessage(admin_id, user.chat_id, "notice", t(lang, key, **rendered)))
+            out.append(OutgoingMessage(user.chat_id, admin_id, "notice", t(lang, key, **rendered)))
         return out
 
-    async def _tell_admins(self, key: str, **values: Any) -> None:
-        messages = await self._admin_messages(key, **values)
-        if messages:
-            await self._storage.queue(messages, self._clock.timestamp())
-            self._wake()
-
-    async def _admin_notices(self, cause: str | None, error: BitrixError | None) -> None:
+    async def _admin_notices(self, cause: str | None, error: BitrixError | None, stretch: dict[str, Any] | None) -> None:
+        """Decide and queue the admin notices of this cycle, and keep the coordinator's state, in one transaction."""
         now = self._clock.timestamp()
-        states = await self._storage.admin_notice_state()
-        new_states, notices = notice_decisions(states, cause, now, self._failing_cycles)
-        messages: list[OutgoingMessage] = []
-        for what, c, since in notices:
-            if what == "failing":
-                log.error("telling admins: polling fails (%s)", c)
+        async with self._storage.transaction() as db:
+            states = await meta.notice_states(db)
+            new_states, notices = notice_decisions(states, cause, now, self._failing_cycles)
+            messages: list[OutgoingMessage] = []
+            for what, c, since in notices:
+                if what == "failing":
+                    log.error("telling admins: polling fails (%s)", c)
 
-                def reason(lang: str, err: BitrixError | None = error, c: str = c) -> str:
-                    return t(lang, "admin_no_access") if c == "no_access" or err is None else err.text(lang)
+                    def reason(lang: str, err: BitrixError | None = error, c: str = c) -> str:
+                        return t(lang, "admin_no_access") if c == "no_access" or err is None else err.text(lang)
 
-                messages += await self._admin_messages("admin_poll_failing", reason=reason)
-            else:
-                log.info("telling admins: polling recovered (%s)", c)
-                messages += await self._admin_messages("admin_poll_recovered", duration=_duration(now - since))
-        if new_states != states or messages:
-            await self._storage.save_admin_notices(new_states, messages, now)
-            if messages:
-                self._wake()
+                    messages += await self._admin_messages(db, "admin_poll_failing", reason=reason)
+                else:
+                    log.info("telling admins: polling recovered (%s)", c)
+                    messages += await self._admin_messages(db, "admin_poll_recovered", duration=_duration(now - since))
+            if stretch is not None:
+                messages += await self._admin_messages(db, "admin_cycle_stretched", **stretch)
+            if new_states != states:
+                await meta.replace_notice_states(db, new_states)
+            await outbox.enqueue(db, messages, now)
+            await self._save_state(db)
+        if messages:
+            self._accounts.wake()
 
     # ---- digests -----------------------------------------------------------------------------
+
+    def _due(self, who: Audience, now: datetime) -> tuple[Due | None, Due | None]:
+        """(due now, due within the look-ahead) for one user."""
+        s = who.settings
+        saved_at = datetime.fromtimestamp(who.digest_saved_at, timezone.utc)
+        due = due_digests(s, now, who.last_digest_date, saved_at)
+        if due is not None:
+            return due, None
+        nxt = next_digest_due(s, now)
+        if nxt is not None and nxt[1] - now <= DIGEST_LOOKAHEAD:
+            ahead = due_digests(s, nxt[1], who.last_digest_date, saved_at)
+            # A paused occurrence is recorded as skipped when it falls due, by the branch above.
+            if ahead is not None and not ahead.skip and ahead.due_at_utc == nxt[1]:
+                return None, ahead
+        return None, None
 
     async def digest_tick(self) -> int:
         """Read and queue every digest that is due, or will be before the reads could finish; returns how many."""
         now = self._clock.now()
-        audience = self._audience_filter(await self._storage.audience())
+        found = self._allowed(await audience.load(self._storage.db))
         current: list[tuple[Audience, Due]] = []
         upcoming: list[tuple[Audience, Due]] = []
-        for who in audience.values():
-            s = who.settings
-            saved_at = datetime.fromtimestamp(who.digest_saved_at, timezone.utc)
-            due = due_digests(s, now, who.last_digest_date, saved_at)
-            if due is not None:
-                if due.skip:
-                    await self._skip(who, due)
-                else:
-                    current.append((who, due))
+        for who in found.values():
+            try:
+                due, ahead = self._due(who, now)
+            except ValueError:  # a stored zone this system's tzdata does not know: this user only
+                self._metrics.worker_errors.labels("digest_user").inc()
+                log.error("digest: cannot schedule telegram_user_id=%d (zone %r)", who.link.telegram_user_id, who.settings.timezone)
                 continue
-            nxt = next_digest_due(s, now)
-            if nxt is not None and nxt[1] - now <= DIGEST_LOOKAHEAD:
-                ahead = due_digests(s, nxt[1], who.last_digest_date, saved_at)
-                # A paused occurrence is recorded as skipped when it falls due, by the branch above.
-                if ahead is not None and not ahead.skip and ahead.due_at_utc == nxt[1]:
-                    upcoming.append((who, ahead))
+            if due is not None and due.skip:
+                await self._settle(who, due, None, now)
+            elif due is not None:
+                current.append((who, due))
+            elif ahead is not None:
+                upcoming.append((who, ahead))
         lead = read_lead_time(len(current) + len(upcoming), 1.0 / self._settings.bitrix24_requests_per_second)
         batch = current + [(w, d) for w, d in upcoming if d.due_at_utc - now <= lead]
         if not batch:
             return 0
-        read = await self._bitrix.counters([w.link.bitrix_user_id for w, _ in batch], ROLES)
+        read = await self._bitrix.counters([w.link.bitrix_user_id for w, _ in batch], ROLES, bulk=True)
         queued = 0
         for who, due in batch:
             results = read.get(who.link.bitrix_user_id, {})
             if not results or any(isinstance(r, BitrixError) for r in results.values()):
                 continue  # unreadable: tried again next tick, skipped once 2 hours late
-            queued += await self._queue_digest(who, due, results, now)
+            queued += await self._settle(who, due, results, self._clock.now())
         if queued:
-            self._wake()
+            self._accounts.wake()
         return queued
 
-    async def _skip(self, who: Audience, due: Due) -> None:
-        log.info("digest of %s for telegram_user_id=%d skipped (%s)", due.local_date, who.link.telegram_user_id, due.reason)
-        await self._storage.record_digest(
-            who.link.telegram_user_id, due.local_date, due.due_at_utc.timestamp(), "skipped", None, None, None,
-            self._clock.timestamp(),
+    async def _settle(self, who: Audience, due: Due, results: dict[str, CounterResult] | None, now: datetime) -> int:
+        """One user's digest as one unit of work: re-check it is still due as read, then skip it or queue it."""
+        tid = who.link.telegram_user_id
+        try:
+            async with self._storage.transaction() as db:
+                fresh = (await audience.load(db, [tid])).get(tid)
+                if fresh is None or fresh.link.bitrix_user_id != who.link.bitrix_user_id or not self._settings.is_allowed(tid):
+                    log.info("digest for telegram_user_id=%d dropped: unlinked or blocked during the read", tid)
+                    return 0
+                saved_at = datetime.fromtimestamp(fresh.digest_saved_at, timezone.utc)
+                again = due_digests(fresh.settings, max(now, due.due_at_utc), fresh.last_digest_date, saved_at)
+                if again is None or (again.local_date, again.due_at_utc) != (due.local_date, due.due_at_utc):
+                    log.info("digest for telegram_user_id=%d dropped: its settings changed during the read", tid)
+                    return 0
+                if again.skip or results is None:
+                    await self._record_skip(db, fresh, again)
+                    return 0
+                return await self._queue_digest(db, fresh, again, results, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._metrics.worker_errors.labels("digest_user").inc()
+            log.error("digest: the decision for telegram_user_id=%d failed; the others go on", tid, exc_info=True)
+            return 0
+
+    @staticmethod
+    async def _record_skip(db: Db, who: Audience, due: Due, reason: str | None = None) -> None:
+        log.info("digest of %s for telegram_user_id=%d skipped (%s)", due.local_date, who.link.telegram_user_id, reason or due.reason)
+        await digests.insert(
+            db, who.link.telegram_user_id, due.local_date, due.due_at_utc.timestamp(), "skipped",
+            bitrix_user_id=who.link.bitrix_user_id,
         )
 
-    async def _queue_digest(self, who: Audience, due: Due, results: dict[str, Any], now: datetime) -> int:
+    async def _queue_digest(self, db: Db, who: Audience, due: Due, results: dict[str, CounterResult], now: datetime) -> int:
         tid = who.link.telegram_user_id
         counters = {role: dict(r.values) for role, r in results.items() if isinstance(r, Counters)}
-        shown = [
-            v for r in results.values() if isinstance(r, Counters) for n, v in render.counter_items(r)
-        ]
+        shown = [v for r in results.values() if isinstance(r, Counters) for _, v in render.counter_items(r)]
         everything_zero = all(isinstance(r, Counters) for r in results.values()) and not any(shown)
         if everything_zero and not who.settings.digest_empty:
-            await self._skip(who, replace(due, skip=True, reason="empty"))
+            await self._record_skip(db, who, due, "empty")
             return 0
-        previous = await self._storage.last_sent_digest(tid)
-        lang = language_for(who, self._settings.default_language)
+        previous = await digests.last_sent(db, tid)
+        lang = self._accounts.language(who.settings.language, who.language_code)
         quiet_items: tuple = ()
         states = None
-        if who.states and any(s.held for s in who.states.values()) and alert_rules.summary_folds_into_digest(who.settings, now):
-            snapshot = await self._storage.snapshot(tid)
-            view_all = counters.get("view_all") or snapshot or {}
+        if any(s.held for s in who.states.values()) and alert_rules.summary_folds_into_digest(who.settings, now):
+            snapshot = await alerts.snapshot(db, tid)
+            view_all = counters.get("view_all") or (snapshot[0] if snapshot else None) or {}
             summary = alert_rules.quiet_summary(who.settings, who.states, view_all, max(now, due.due_at_utc))
             if summary is not None:
                 quiet_items, states = summary.items, summary.states
@@ -369,33 +472,56 @@ class Coordinator:
             scheduled=True, read_at=now.astimezone(who.settings.tz()), portal_url=self._settings.bitrix24_portal_url,
             bitrix_user_id=who.link.bitrix_user_id, quiet_items=quiet_items,
         )
-        message = self._message(who, "digest", text, not_before=due.due_at_utc.timestamp())
-        recorded = await self._storage.record_digest(
-            tid, due.local_date, due.due_at_utc.timestamp(), "sent", counters, message, states, now.timestamp()
+        (outbox_id,) = await outbox.enqueue(
+            db, [self._message(who, "digest", text, not_before=due.due_at_utc.timestamp())], now.timestamp()
         )
-        return int(recorded)
+        await digests.insert(
+            db, tid, due.local_date, due.due_at_utc.timestamp(), "queued",
+            bitrix_user_id=who.link.bitrix_user_id, counters=counters, outbox_id=outbox_id,
+        )
+        if states is not None:
+            await alerts.replace_states(db, tid, states)
+        return 1
 
     # ---- daily re-check ----------------------------------------------------------------------
 
     async def recheck_links(self) -> int:
-        """Unlink users Bitrix24 no longer reports as active (and tell them once); returns how many."""
-        audience = await self._storage.audience()
-        if not audience:
+        """Unlink users Bitrix24 no longer reports as active (each told in the same transaction); returns how many.
+
+        Only links not checked for a day are read, so a restart does not re-read everyone.
+        """
+        now = self._clock.timestamp()
+        due = await links.due_for_check(self._storage.db, now - RECHECK_EVERY + 60)
+        if not due:
             return 0
-        by_bitrix = {a.link.bitrix_user_id: a for a in audience.values()}
+        by_bitrix = {link.bitrix_user_id: link for link in due}
         active = await self._bitrix.users_by_ids(list(by_bitrix))
-        gone = [a for bid, a in by_bitrix.items() if bid not in active]
+        gone = [link for bid, link in by_bitrix.items() if bid not in active]
         if len(by_bitrix) >= MASS_UNLINK_MIN and len(gone) > len(by_bitrix) / 2:
             # More likely a misconfigured webhook (scope, filters) than half the company leaving at once.
             log.warning("daily re-check: %d of %d linked users look inactive; unlinking nobody", len(gone), len(by_bitrix))
             return 0
-        now = self._clock.timestamp()
-        for who in gone:
-            await self._storage.unlink(who.link.telegram_user_id, now)
-            lang = language_for(who, self._settings.default_language)
-            await self._storage.queue([self._message(who, "notice", t(lang, "unlinked_inactive"))], now)
-            log.info("telegram_user_id=%d unlinked: bitrix_user_id=%d is no longer active", who.link.telegram_user_id, who.link.bitrix_user_id)
-        await self._storage.mark_checked([a.link.telegram_user_id for a in audience.values()], now)
-        if gone:
-            self._wake()
-        return len(gone)
+        unlinked = 0
+        for link in gone:
+            # A user relinked to another account during the read keeps that link (checked on its own day).
+            if await self._accounts.unlink(link.telegram_user_id, notice="unlinked_inactive", only_if=link.bitrix_user_id):
+                unlinked += 1
+                log.info("telegram_user_id=%d unlinked: bitrix_user_id=%d is no longer active", link.telegram_user_id, link.bitrix_user_id)
+        async with self._storage.transaction() as db:
+            await links.mark_checked(db, [link.telegram_user_id for link in due if link not in gone], now)
+        return unlinked
+
+    # ---- retention ---------------------------------------------------------------------------
+
+    async def housekeeping(self) -> dict[str, int]:
+        """Delete what only served a window that has ended (SPEC 9); returns how many rows of each."""
+        now = self._clock.now()
+        stamp = now.timestamp()
+        async with self._storage.transaction() as db:
+            sent = await outbox.delete_finished_before(db, stamp - OUTBOX_KEEP_SECONDS)
+            logs = await digests.delete_before(db, (now - timedelta(days=DIGEST_LOG_KEEP_DAYS)).date())
+            codes, events = await limits.expire(db, stamp, stamp - LIMIT_RECORDS_KEEP_SECONDS)
+        removed = {"outbox": sent, "digest_log": logs, "link_codes": codes, "limit_events": events}
+        if any(removed.values()):
+            log.info("housekeeping removed %s", ", ".join(f"{n} {k}" for k, n in removed.items() if n))
+        return removed

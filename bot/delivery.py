@@ -8,14 +8,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 import httpx
 from telegram import InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import BaseRateLimiter, ExtBot
 
-from bot.storage import OutboxRow, Storage
+from bot.storage import OutboxRow, Storage, digests, outbox
+
+if TYPE_CHECKING:
+    from bot.account import Accounts
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,7 @@ class OutboxWorker:
         bot: ExtBot,
         clock: Any,
         metrics: Any,
+        accounts: "Accounts",
         *,
         concurrency: int = 40,
         idle_wait: float = 1.0,
@@ -190,6 +194,7 @@ class OutboxWorker:
         self._bot = bot
         self._clock = clock
         self._metrics = metrics
+        self._accounts = accounts
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._idle_wait = idle_wait
@@ -206,13 +211,24 @@ class OutboxWorker:
 
     async def recover(self) -> int:
         """At start: rows left in `sending` are outcome unknown and are not resent."""
-        rows = await self._storage.outbox_fail_sending(self._clock.timestamp())
+        async with self._storage.transaction() as db:
+            rows = await outbox.fail_sending(db, self._clock.timestamp())
+            for row_id, _, kind in rows:
+                if kind == "digest":
+                    await digests.set_outcome(db, row_id, "failed")
         for row_id, telegram_user_id, kind in rows:
             log.warning(
-                "outbox message %d (%s) to telegram_user_id=%d was in flight at a crash: outcome unknown, not resent",
+                "outbox message %d (%s) to telegram_user_id=%s was in flight at a crash: outcome unknown, not resent",
                 row_id, kind, telegram_user_id,
             )
         return len(rows)
+
+    async def finish(self, row_id: int, status: str, error: str | None) -> None:
+        """A row's final outcome; a digest's log row follows its message (only a sent one is a baseline)."""
+        async with self._storage.transaction() as db:
+            kind = await outbox.finish(db, row_id, status, self._clock.timestamp(), error)
+            if kind == "digest":
+                await digests.set_outcome(db, row_id, status)
 
     async def run(self) -> None:
         """Loop until stop(): pick due rows, send them concurrently, one at a time per chat."""
@@ -224,14 +240,15 @@ class OutboxWorker:
     async def _loop(self) -> None:
         while not self._stopping:
             now = self._clock.timestamp()
-            dropped = await self._storage.outbox_drop_stale_alerts(now - ALERT_MAX_AGE_SECONDS, now)
+            async with self._storage.transaction() as db:
+                dropped = len(await outbox.drop_stale(db, "alert", now - ALERT_MAX_AGE_SECONDS, now))
             if dropped:
                 log.info("dropped %d queued alerts older than 60 minutes", dropped)
                 self._metrics.messages.labels("dropped").inc(dropped)
             free = self._concurrency - len(self._in_flight)
             rows = []
             if free > 0:
-                rows = await self._storage.outbox_due(now, limit=free * 4, exclude=self._in_flight)
+                rows = await outbox.due(self._storage.db, now, limit=free * 4, exclude=self._in_flight)
             started = 0
             for row in rows:
                 if started >= free or self._stopping:
@@ -244,7 +261,7 @@ class OutboxWorker:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 started += 1
-            self._metrics.queue_length.set(await self._storage.outbox_queued_count())
+            self._metrics.queue_length.set(await outbox.queued_count(self._storage.db))
             if started == 0:
                 self._wake.clear()
                 try:
@@ -274,7 +291,7 @@ class OutboxWorker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             now = self._clock.timestamp()
-            if not await self._storage.outbox_due(now, limit=1, exclude=set()) and not self._in_flight:
+            if not await outbox.due(self._storage.db, now, limit=1, exclude=set()) and not self._in_flight:
                 return
             await asyncio.sleep(0.01)
 
@@ -286,7 +303,7 @@ class OutboxWorker:
             raise
         except Exception:
             log.error("outbox message %d: unexpected failure", row.id, exc_info=True)
-            await self._storage.outbox_finish(row.id, "failed", self._clock.timestamp(), "internal error")
+            await self.finish(row.id, "failed", "internal error")
         finally:
             self._in_flight.discard(row.id)
             self._busy_chats.discard(row.chat_id)
@@ -296,8 +313,9 @@ class OutboxWorker:
         async def mark_sending() -> None:
             if self._stopping:
                 raise Postponed(row.id)  # shutting down: the row stays queued for the next start
-            if not await self._storage.outbox_mark_sending(row.id):
-                raise Withdrawn(row.id)
+            async with self._storage.transaction() as db:
+                if not await outbox.mark_sending(db, row.id):
+                    raise Withdrawn(row.id)
 
         markup = InlineKeyboardMarkup.de_json(json.loads(row.reply_markup), self._bot) if row.reply_markup else None
         try:
@@ -309,15 +327,17 @@ class OutboxWorker:
         except Postponed:
             log.info("outbox message %d stays queued: shutting down", row.id)
         except Forbidden as err:
-            await self._storage.outbox_finish(row.id, "failed", self._clock.timestamp(), "forbidden")
+            await self.finish(row.id, "failed", "forbidden")
             self._metrics.messages.labels("failed").inc()
-            log.info("telegram_user_id=%d cannot be messaged (%s): marked inactive", row.telegram_user_id, type(err).__name__)
-            await self._storage.set_blocked(row.telegram_user_id, True)
+            if row.telegram_user_id is not None:
+                log.info("telegram_user_id=%d cannot be messaged (%s): marked inactive", row.telegram_user_id, type(err).__name__)
+                await self._accounts.set_blocked(row.telegram_user_id, True)
         except (RetryAfter, NetworkError) as err:
             now = self._clock.timestamp()
             if certainly_not_delivered(err) and row.attempts < 5:
                 delay = retry_after_seconds(err) if isinstance(err, RetryAfter) else min(2 ** row.attempts * 5, 300)
-                await self._storage.outbox_requeue(row.id, now + delay)
+                async with self._storage.transaction() as db:
+                    await outbox.requeue(db, row.id, now + delay)
                 self._metrics.messages.labels("retried").inc()
                 log.warning("outbox message %d not delivered (%s); retry in %.0f s", row.id, type(err).__name__, delay)
             else:
@@ -325,9 +345,9 @@ class OutboxWorker:
                     reason = "rejected"  # Telegram answered 400: it did not take the message
                 else:
                     reason = "outcome unknown" if not certainly_not_delivered(err) else "gave up"
-                await self._storage.outbox_finish(row.id, "failed", now, f"{type(err).__name__}: {reason}")
+                await self.finish(row.id, "failed", f"{type(err).__name__}: {reason}")
                 self._metrics.messages.labels("failed").inc()
                 log.warning("outbox message %d failed (%s, %s); not resent", row.id, type(err).__name__, reason)
         else:
-            await self._storage.outbox_finish(row.id, "sent", self._clock.timestamp(), None)
+            await self.finish(row.id, "sent", None)
             self._metrics.messages.labels("sent").inc()

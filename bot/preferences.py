@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date
+from typing import Callable
 
 from bot.model import UserSettings
 from bot.parsing import AlertsRemove, AlertsSet, DigestEmpty, DigestSet, QuietSet, Toggle
@@ -16,6 +17,9 @@ class Change:
     settings: UserSettings
     digest_changed: bool = False
     rebaseline: tuple[str, ...] = ()
+
+
+Command = Callable[[UserSettings], Change]  # a parsed command, waiting for the settings as stored
 
 
 def apply_digest(settings: UserSettings, command: DigestSet | DigestEmpty | Toggle) -> Change:
@@ -66,7 +70,7 @@ def apply_resume(settings: UserSettings) -> Change:
     return Change(replace(settings, pause_until=None), rebaseline=("*",))
 
 
-BUTTONS = {
+BUTTONS: dict[str, Command] = {
     "digest_on": lambda s: apply_digest(s, Toggle(True)),
     "digest_off": lambda s: apply_digest(s, Toggle(False)),
     "alerts_on": lambda s: apply_alerts(s, Toggle(True)),

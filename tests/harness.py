@@ -9,7 +9,8 @@ from typing import Any
 from telegram import Update
 from telegram.request import HTTPXRequest
 
-from bot.app import Services, build_application
+from bot.app import build_application
+from bot.services import Services
 from bot.bitrix import BitrixClient, LeakyBucket, build_http_client
 from bot.config import Settings, load_settings
 from bot.delivery import DeliveryLimiter, OutboxWorker
@@ -81,7 +82,9 @@ class Harness:
 
     async def flush(self) -> None:
         """Run the outbox worker until every due bulk message has been handled."""
-        worker = OutboxWorker(self.storage, self.app.bot, self.clock, self.services.metrics, idle_wait=0.02)
+        worker = OutboxWorker(
+            self.storage, self.app.bot, self.clock, self.services.metrics, self.services.accounts, idle_wait=0.02
+        )
         self.services.outbox = worker
         task = asyncio.create_task(worker.run())
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import db as tdb
 from tests.fakes.bitrix import Scripted
 from tests.harness import Harness
 from tests.test_linking import ANNA, link
@@ -124,7 +125,7 @@ async def test_settings_show_everything_and_buttons_toggle_in_place(portal: Harn
         await h.send(h.tg.callback(42, "s:digest_off", 6000))
         (edit,) = h.tg.sent(42, method="editMessageText")
         assert "Digest: off" in edit["text"]
-        assert (await h.storage.get_settings(42)).digest_enabled is False
+        assert (await tdb.settings(h.storage, 42)).digest_enabled is False
         await h.send(h.tg.callback(42, "s:lang_ru", 6000))
         assert "Сводка: выключено" in h.tg.sent(42, method="editMessageText")[-1]["text"]
 
@@ -142,14 +143,14 @@ async def test_settings_commands_change_what_they_say(portal: Harness) -> None:
         await h.say(42, "/quiet 22:00-07:00")
         await h.say(42, "/timezone utc+3")
         await h.say(42, "/pause 7")
-        s = await h.storage.get_settings(42)
+        s = await tdb.settings(h.storage, 42)
         assert (s.digest_time, s.digest_days, s.digest_empty) == (time(8, 15), frozenset({0, 2, 4}), True)
         assert s.thresholds == {"new_comments": 10}
         assert (s.quiet_start, s.quiet_end, s.timezone) == (time(22, 0), time(7, 0), "UTC+03:00")
         assert s.pause_until == date(2026, 3, 9)
         assert "2026-03-09" in (await h.say(42, "/settings"))[0]
         assert "over" in (await h.say(42, "/resume"))[0]
-        assert (await h.storage.get_settings(42)).pause_until is None
+        assert (await tdb.settings(h.storage, 42)).pause_until is None
 
 
 @pytest.mark.parametrize(
@@ -187,12 +188,12 @@ async def test_bad_input_gets_one_line_with_an_example_and_changes_nothing(
 ) -> None:
     async with portal as h:
         await link(h, 42)
-        before_settings = await h.storage.get_settings(42)
+        before_settings = await tdb.settings(h.storage, 42)
         before_rows = await h.storage.table_counts()
         answers = await h.say(42, command)
         assert len(answers) == 1 and fragment in answers[0], answers
         assert answers[0].count("\n") <= 1 and len(answers[0]) < 300
-        assert await h.storage.get_settings(42) == before_settings
+        assert await tdb.settings(h.storage, 42) == before_settings
         after_rows = await h.storage.table_counts()
         assert {k: v for k, v in after_rows.items() if k != "limit_events"} == {
             k: v for k, v in before_rows.items() if k != "limit_events"
@@ -230,10 +231,10 @@ async def test_snooze_buttons_set_the_snooze_of_that_counter(portal: Harness) ->
         await h.send(h.tg.callback(42, "z:expired:h", 7000))
         (answer,) = h.tg.sent(42, method="answerCallbackQuery") or h.tg.sent(method="answerCallbackQuery")
         assert "07:00" in answer["text"]
-        states = await h.storage.alert_states(42)
+        states = await tdb.states(h.storage, 42)
         assert states["expired"].snooze_until.isoformat() == "2026-03-02T07:00:00+00:00"
         await h.send(h.tg.callback(42, "z:expired:t", 7000))
-        states = await h.storage.alert_states(42)
+        states = await tdb.states(h.storage, 42)
         assert states["expired"].snooze_until.isoformat() == "2026-03-03T09:00:00+00:00"
 
 

@@ -16,11 +16,14 @@ import httpx
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
+from tests import db as tdb
 from bot.delivery import DeliveryLimiter, OutboxWorker
 from bot.metrics import Metrics
-from bot.storage import OutgoingMessage, Storage
+from bot.account import Accounts
+from bot.storage import OutgoingMessage, Storage, outbox
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram
+from tests.harness import make_settings
 
 KEYBOARD = {"inline_keyboard": [[{"text": "Snooze 1 h", "callback_data": "snooze:1h:overdue"}]]}
 
@@ -79,7 +82,8 @@ class Rig:
             rate_limiter=self.limiter,
         )
         await self.bot.initialize()
-        self.worker = OutboxWorker(self.storage, self.bot, self.clock, Metrics(), idle_wait=0.02)
+        self.accounts = Accounts(make_settings(self.path.parent), self.storage, self.clock, lambda: None)
+        self.worker = OutboxWorker(self.storage, self.bot, self.clock, Metrics(), self.accounts, idle_wait=0.02)
 
     async def close(self) -> None:
         await self.stop()
@@ -96,7 +100,7 @@ class Rig:
             self._task = None
 
     async def user(self, telegram_user_id: int) -> None:
-        await self.storage.touch_user(telegram_user_id, telegram_user_id, "en", self.clock.timestamp())
+        await tdb.seen(self.storage, telegram_user_id, self.clock.timestamp())
 
     async def queue(self, *messages: tuple[int, str] | OutgoingMessage) -> list[int]:
         """Queue messages in one transaction (as the state change that causes them would); their row ids."""
@@ -104,16 +108,16 @@ class Rig:
             m if isinstance(m, OutgoingMessage) else OutgoingMessage(m[0], m[0], "digest", m[1]) for m in messages
         ]
         for uid in {m.telegram_user_id for m in outgoing}:
-            if await self.storage.get_user(uid) is None:
+            if await tdb.user(self.storage, uid) is None:
                 await self.user(uid)
-        before = {r["id"] for r in await self.storage.outbox_rows()}
+        before = {r["id"] for r in await tdb.outbox_rows(self.storage)}
         async with self.storage.transaction() as db:
-            await Storage.enqueue(db, outgoing, self.clock.timestamp())
+            await outbox.enqueue(db, outgoing, self.clock.timestamp())
         self.worker.wake()
-        return [r["id"] for r in await self.storage.outbox_rows() if r["id"] not in before]
+        return [r["id"] for r in await tdb.outbox_rows(self.storage) if r["id"] not in before]
 
     async def rows(self) -> dict[int, dict[str, Any]]:
-        return {r["id"]: r for r in await self.storage.outbox_rows()}
+        return {r["id"]: r for r in await tdb.outbox_rows(self.storage)}
 
     async def drain(self) -> None:
         self.worker.wake()
@@ -277,13 +281,13 @@ async def test_a_user_who_blocked_the_bot_is_marked_inactive_and_their_other_row
         assert (rows[ids[0]]["status"], rows[ids[0]]["error"]) == ("failed", "forbidden")
         assert [rows[i]["status"] for i in ids[1:3]] == ["dropped", "dropped"]
         assert rows[ids[3]]["status"] == "sent"
-        assert (await r.storage.get_user(8)).blocked
+        assert (await tdb.user(r.storage, 8)).blocked
         assert fake.attempts(8) == ["alert one"] and fake.texts(8) == []
 
         # The user unblocks the bot and writes again: active, and new messages go out; dropped ones never.
         fake.blocked_chats.clear()
-        assert await r.storage.touch_user(8, 8, "en", r.clock.timestamp()) is True
-        assert not (await r.storage.get_user(8)).blocked
+        assert await r.accounts.seen(8, 8, "en") is True
+        assert not (await tdb.user(r.storage, 8)).blocked
         (new,) = await r.queue((8, "fresh digest"))
         await r.drain()
         assert fake.attempts(8) == ["alert one", "fresh digest"] and fake.texts(8) == ["fresh digest"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import db as tdb
 from bot.logs import RedactingFormatter
 from bot.model import ALL_DAYS, UserSettings
 from bot.storage import Storage
@@ -35,8 +36,7 @@ async def seed_due_digests(db_path: Path, users: int) -> None:
     storage = await Storage.open(db_path)
     try:
         for tid in range(1, users + 1):
-            await storage.touch_user(tid, tid, "en", now.timestamp())
-            await storage.link(tid, 1000 + tid, f"User {tid}", settings, (now - timedelta(hours=1)).timestamp())
+            await tdb.link(storage, tid, 1000 + tid, f"User {tid}", settings, (now - timedelta(hours=1)).timestamp())
     finally:
         await storage.close()
 
@@ -199,7 +199,7 @@ async def test_hostile_input_gets_a_short_answer_and_touches_no_one_elses_data(t
         answers = await h.say(42, text)
         assert len(answers) == 1 and len(answers[0]) < 600
         assert "Boris" not in answers[0] and "99" not in answers[0] and "Traceback" not in answers[0]
-        assert (await h.storage.get_user(42)).bitrix_user_id == ANNA
+        assert (await tdb.user(h.storage, 42)).bitrix_user_id == ANNA
         after = await h.storage.table_counts()
         assert {k: v for k, v in after.items() if k not in ("limit_events", "link_codes")} == {
             k: v for k, v in before.items() if k not in ("limit_events", "link_codes")
@@ -215,9 +215,9 @@ async def test_a_stranger_cannot_read_or_change_a_linked_users_data_with_forged_
     h.b24.set_counters(ANNA, "view_all", expired=7, new_comments=7)
     async with h:
         await link(h, 42)
-        settings = await h.storage.get_settings(42)
+        settings = await tdb.settings(h.storage, 42)
         for data in ("c:every", "s:digest_off", "s:alerts_off", "z:expired:t", "s:show"):
             await h.send(h.tg.callback(66, data, 5000, chat_id=66))
         assert all("7" not in p.get("text", "") for p in h.tg.sent(66, method="editMessageText"))
         assert h.tg.sent(66) == [] or all("Anna" not in t for t in h.tg.texts(66))
-        assert await h.storage.get_settings(42) == settings
+        assert await tdb.settings(h.storage, 42) == settings

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import db as tdb
 from tests.harness import Harness
 
 ANNA = 547
@@ -50,12 +51,12 @@ async def test_full_code_flow_links_and_shows_counters_once(portal: Harness) -> 
         assert "Anna Smith" in answers[0] and "09:00" in answers[0] and "Europe/Moscow" in answers[0]
         assert "Overdue 3" in answers[1] and "New comments 5" in answers[1] and "total" not in answers[1]
         assert h.b24.request_count("batch") == 1
-        user = await h.storage.get_user(42)
+        user = await tdb.user(h.storage, 42)
         assert user.bitrix_user_id == ANNA and user.full_name == "Anna Smith"
-        settings = await h.storage.get_settings(42)
+        settings = await tdb.settings(h.storage, 42)
         assert settings.timezone == "Europe/Moscow" and settings.thresholds == {"expired": 1}
         assert (await h.storage.table_counts())["link_codes"] == 0
-        rows = await h.storage._fetchall("SELECT code_hash FROM link_codes")
+        rows = await tdb.rows(h.storage, "SELECT code_hash FROM link_codes")
         assert rows == []
 
 
@@ -63,7 +64,7 @@ async def test_code_is_stored_only_as_a_keyed_hash(portal: Harness) -> None:
     async with portal as h:
         await h.say(42, "/link 547")
         code = code_sent_to(h, ANNA)
-        (row,) = await h.storage._fetchall("SELECT code_hash FROM link_codes")
+        (row,) = await tdb.rows(h.storage, "SELECT code_hash FROM link_codes")
         assert code not in row[0] and len(row[0]) == 64
         raw = h.settings.database_path.read_bytes() + Path(str(h.settings.database_path) + "-wal").read_bytes()
         assert code.encode() not in raw
@@ -87,7 +88,7 @@ async def test_five_wrong_codes_kill_the_code_even_for_the_right_one(portal: Har
             await h.say(42, f"/verify {wrong}")
         assert "no tries are left" in (await h.say(42, f"/verify {wrong}"))[0]
         assert "no code waiting" in (await h.say(42, f"/verify {code}"))[0]
-        assert (await h.storage.get_user(42)).bitrix_user_id is None
+        assert (await tdb.user(h.storage, 42)).bitrix_user_id is None
 
 
 async def test_expired_code_is_refused(portal: Harness) -> None:
@@ -96,7 +97,7 @@ async def test_expired_code_is_refused(portal: Harness) -> None:
         code = code_sent_to(h, ANNA)
         h.clock.advance(minutes=10, seconds=1)
         assert "expired" in (await h.say(42, f"/verify {code}"))[0]
-        assert (await h.storage.get_user(42)).bitrix_user_id is None
+        assert (await tdb.user(h.storage, 42)).bitrix_user_id is None
 
 
 async def test_a_new_code_cancels_the_previous_one(portal: Harness) -> None:
@@ -179,9 +180,9 @@ async def test_relinking_moves_the_link_and_tells_the_old_chat(portal: Harness) 
         await link(h, 42)
         answers = await link(h, 77)
         assert "Anna Smith" in answers[0]
-        assert (await h.storage.get_user(42)).bitrix_user_id is None
-        assert (await h.storage.get_user(77)).bitrix_user_id == ANNA
-        notices = [r for r in await h.storage.outbox_rows() if r["telegram_user_id"] == 42]
+        assert (await tdb.user(h.storage, 42)).bitrix_user_id is None
+        assert (await tdb.user(h.storage, 77)).bitrix_user_id == ANNA
+        notices = [r for r in await tdb.outbox_rows(h.storage) if r["telegram_user_id"] == 42]
         assert len(notices) == 1 and "another Telegram account" in notices[0]["text"]
 
 
@@ -189,7 +190,7 @@ async def test_unlink_stops_everything_and_forget_leaves_only_limit_records(port
     async with portal as h:
         await link(h, 42)
         assert "Unlinked" in (await h.say(42, "/unlink"))[0]
-        assert (await h.storage.get_user(42)).bitrix_user_id is None
+        assert (await tdb.user(h.storage, 42)).bitrix_user_id is None
         assert "not linked" in (await h.say(42, "/counters"))[0]
         await link(h, 42)
         await h.say(42, "/forget")
@@ -207,7 +208,7 @@ async def test_admin_unlinks_someone_else_by_bitrix_id(tmp_path: Path) -> None:
         await link(h, 42)
         assert "only the bot's administrators" in (await h.say(43, "/unlink 547"))[0].lower()
         assert "is unlinked" in (await h.say(1, "/unlink 547"))[0]
-        assert (await h.storage.get_user(42)).bitrix_user_id is None
+        assert (await tdb.user(h.storage, 42)).bitrix_user_id is None
         assert "not linked" in (await h.say(1, "/unlink 547"))[0]
 
 
@@ -218,7 +219,7 @@ async def test_verification_none_links_at_once_and_refuses_a_taken_account(tmp_p
         answers = await h.say(42, "/link 547")
         assert "Anna Smith" in answers[0] and h.b24.notifications == []
         assert "already linked to another" in (await h.say(43, "/link 547"))[0]
-        assert (await h.storage.get_user(42)).bitrix_user_id == ANNA
+        assert (await tdb.user(h.storage, 42)).bitrix_user_id == ANNA
 
 
 async def test_strangers_are_told_the_bot_is_private_and_nothing_is_stored(tmp_path: Path) -> None:
@@ -226,7 +227,7 @@ async def test_strangers_are_told_the_bot_is_private_and_nothing_is_stored(tmp_p
     async with h:
         answers = await h.say(99, "/link 547")
         assert "private" in answers[0]
-        assert await h.storage.get_user(99) is None and h.b24.request_count() == 0
+        assert await tdb.user(h.storage, 99) is None and h.b24.request_count() == 0
 
 
 async def test_groups_get_no_personal_data(portal: Harness) -> None:

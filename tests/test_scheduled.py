@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import db as tdb
 from tests.fakes.bitrix import Scripted
 from tests.fakes.clock import FakeClock
 from tests.harness import Harness
@@ -86,23 +87,23 @@ async def test_failed_poll_changes_nothing_and_alerts_nobody(tmp_path: Path) -> 
     async with portal(tmp_path) as h:
         await linked(h)
         await h.poll()
-        states = await h.storage.alert_states(42)
+        states = await tdb.states(h.storage, 42)
         h.b24.set_counters(ANNA, "view_all", expired=9, new_comments=0)
         fail_requests(h, 503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
         result = await h.poll()
         assert result.cause == "rate_limited" and alerts(h) == []
-        assert await h.storage.alert_states(42) == states
+        assert await tdb.states(h.storage, 42) == states
 
 
 async def test_user_whose_counters_read_empty_keeps_their_state(tmp_path: Path) -> None:
     async with portal(tmp_path) as h:
         await linked(h)
         await h.poll()
-        states = await h.storage.alert_states(42)
+        states = await tdb.states(h.storage, 42)
         del h.b24.counters[(ANNA, "view_all")]  # result: []
         result = await h.poll()
         assert result.no_access == 1 and result.cause == "no_access"
-        assert await h.storage.alert_states(42) == states and alerts(h) == []
+        assert await tdb.states(h.storage, 42) == states and alerts(h) == []
 
 
 async def test_quiet_hours_hold_alerts_and_sum_up_at_the_end(tmp_path: Path) -> None:
@@ -182,7 +183,7 @@ async def test_digest_at_local_time_once_per_date_across_restarts(tmp_path: Path
         assert await h.services.coordinator.digest_tick() == 0
     async with portal(tmp_path, clock) as h:  # restart on the same database
         assert await h.services.coordinator.digest_tick() == 0
-        log = await h.storage.digest_log(42)
+        log = await tdb.digest_log(h.storage, 42)
         assert [(r["local_date"], r["status"]) for r in log] == [("2026-03-02", "sent")]
 
 
@@ -213,7 +214,7 @@ async def test_downtime_catch_up_inside_and_outside_two_hours(tmp_path: Path, la
         await h.services.coordinator.digest_tick()
         await h.flush()
         assert len(digests(h)) == (1 if sent else 0)
-        (row,) = await h.storage.digest_log(42)
+        (row,) = await tdb.digest_log(h.storage, 42)
         assert row["status"] == ("sent" if sent else "skipped")
 
 
@@ -225,7 +226,7 @@ async def test_unreadable_bitrix24_delays_the_digest_then_it_goes(tmp_path: Path
         h.b24.set_counters(ANNA, "view_all", expired=1, new_comments=0)
         fail_requests(h, 500, "INTERNAL_SERVER_ERROR", "Internal server error")
         assert await h.services.coordinator.digest_tick() == 0
-        assert await h.storage.digest_log(42) == []
+        assert await tdb.digest_log(h.storage, 42) == []
         h.b24.script.clear()
         h.clock.advance(minutes=30)
         assert await h.services.coordinator.digest_tick() == 1
@@ -237,7 +238,7 @@ async def test_empty_digest_is_skipped_unless_asked_for(tmp_path: Path) -> None:
         await link(h, 42)
         h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
         await h.services.coordinator.digest_tick()
-        assert [r["status"] for r in await h.storage.digest_log(42)] == ["skipped"]
+        assert [r["status"] for r in await tdb.digest_log(h.storage, 42)] == ["skipped"]
         await h.say(42, "/digest empty on")
         h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
         await h.services.coordinator.digest_tick()
@@ -252,11 +253,12 @@ async def test_digest_shows_the_change_since_the_last_one_and_digest_now_changes
         h.b24.set_counters(ANNA, "view_all", expired=2, new_comments=1)
         h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
         await h.services.coordinator.digest_tick()
+        await h.flush()  # only a digest Telegram accepted is the baseline for the next one
         h.b24.set_counters(ANNA, "view_all", expired=5, new_comments=0)
         h.clock.set(datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc))
         (now_text,) = await h.say(42, "/digest now")
         assert "Overdue 5 (+3) · New comments 0 (-1)" in now_text and "digest of 2026-03-02" in now_text
-        assert len(await h.storage.digest_log(42)) == 1
+        assert len(await tdb.digest_log(h.storage, 42)) == 1
         h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
         await h.services.coordinator.digest_tick()
         await h.flush()
@@ -290,7 +292,7 @@ async def test_paused_days_are_skipped_and_the_return_day_is_sent(tmp_path: Path
             h.clock.set(datetime(2026, 3, day, 9, 0, tzinfo=timezone.utc))
             await h.services.coordinator.digest_tick()
         await h.flush()
-        assert [(r["local_date"], r["status"]) for r in await h.storage.digest_log(42)] == [
+        assert [(r["local_date"], r["status"]) for r in await tdb.digest_log(h.storage, 42)] == [
             ("2026-03-02", "skipped"), ("2026-03-03", "skipped"), ("2026-03-04", "sent")
         ]
         assert len(digests(h)) == 1
@@ -306,13 +308,13 @@ async def test_blocked_user_is_dropped_from_sending_and_polling_and_restored_on_
         h.tg.blocked_chats.add(42)
         h.b24.set_counters(ANNA, "view_all", expired=3, new_comments=0)
         await h.poll()
-        assert (await h.storage.get_user(42)).blocked
+        assert (await tdb.user(h.storage, 42)).blocked
         h.b24.requests.clear()
         result = await h.poll()
         assert result.users == 0 and h.b24.request_count("batch") == 0
         h.tg.blocked_chats.clear()
         await h.send(h.tg.chat_member(42, "member"))
-        assert not (await h.storage.get_user(42)).blocked
+        assert not (await tdb.user(h.storage, 42)).blocked
         await h.poll()  # back: a fresh baseline, nothing replayed
         assert alerts(h) == []
         h.b24.set_counters(ANNA, "view_all", expired=4, new_comments=0)
@@ -324,9 +326,9 @@ async def test_my_chat_member_kicked_marks_the_user_inactive(tmp_path: Path) -> 
     async with portal(tmp_path) as h:
         await linked(h)
         await h.send(h.tg.chat_member(42, "kicked"))
-        assert (await h.storage.get_user(42)).blocked
+        assert (await tdb.user(h.storage, 42)).blocked
         await h.say(42, "/start")  # writing again makes them active
-        assert not (await h.storage.get_user(42)).blocked
+        assert not (await tdb.user(h.storage, 42)).blocked
 
 
 async def test_telegram_429_is_followed_exactly_and_the_alert_arrives_once(tmp_path: Path) -> None:
@@ -398,26 +400,29 @@ async def test_daily_recheck_unlinks_users_no_longer_active_and_tells_them_once(
         await linked(h)
         h.b24.add_user(ANNA, "Anna", "Smith", active=False)
         h.b24.add_user(548, "Boris", "Ivanov")
+        assert await h.services.coordinator.recheck_links() == 0  # checked when linked: due a day later
+        h.clock.advance(days=1)
         assert await h.services.coordinator.recheck_links() == 1
         await h.flush()
-        assert (await h.storage.get_user(42)).bitrix_user_id is None
+        assert (await tdb.user(h.storage, 42)).bitrix_user_id is None
         assert sum("no longer active" in t for t in h.tg.texts(42)) == 1
         assert await h.services.coordinator.recheck_links() == 0
 
 
 async def test_a_row_dropped_while_it_waits_for_a_slot_is_not_sent(tmp_path: Path) -> None:
     from bot.delivery import OutboxWorker
-    from bot.storage import OutgoingMessage
+    from bot.storage import OutgoingMessage, outbox
 
     async with portal(tmp_path) as h:
         await linked(h)
-        await h.storage.queue([OutgoingMessage(42, 42, "alert", "late alert")], h.clock.timestamp())
-        (row,) = await h.storage.outbox_due(h.clock.timestamp(), limit=10, exclude=set())
+        async with h.storage.transaction() as db:
+            await outbox.enqueue(db, [OutgoingMessage(42, 42, "alert", "late alert")], h.clock.timestamp())
+        (row,) = await outbox.due(h.storage.db, h.clock.timestamp(), limit=10, exclude=set())
         await h.send(h.tg.chat_member(42, "kicked"))  # drops the user's queued rows
-        worker = OutboxWorker(h.storage, h.app.bot, h.clock, h.services.metrics)
+        worker = OutboxWorker(h.storage, h.app.bot, h.clock, h.services.metrics, h.services.accounts)
         await worker._deliver(row)
         assert "late alert" not in h.tg.attempts(42)
-        assert [r["status"] for r in await h.storage.outbox_rows()][-1] == "dropped"
+        assert [r["status"] for r in await tdb.outbox_rows(h.storage)][-1] == "dropped"
 
 
 async def test_time_budget_lengthens_the_interval_and_admins_are_told_once(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import db as tdb
 from bot.storage import DatabaseTooNew, Storage, StorageError, migrations
 
 
@@ -28,13 +29,13 @@ async def test_fresh_database_gets_every_migration_wal_and_mode_0600(tmp_path: P
 async def test_second_open_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
     storage = await Storage.open(path)
-    await storage.touch_user(1, 1, "ru", 1000.0)
+    await tdb.seen(storage, 1, 1000.0, "ru")
     await storage.close()
     before = path.read_bytes()
     storage = await Storage.open(path)
     try:
         assert await storage.schema_version() == len(migrations())
-        assert (await storage.get_user(1)).language_code == "ru"
+        assert (await tdb.user(storage, 1)).language_code == "ru"
     finally:
         await storage.close()
     with sqlite3.connect(path) as raw:
@@ -74,6 +75,6 @@ async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
             async with storage.transaction() as db:
                 await db.execute("INSERT INTO meta VALUES ('a', 'b')")
                 raise RuntimeError("boom")
-        assert await storage.get_meta("a") is None
+        assert await tdb.get_meta(storage, "a") is None
     finally:
         await storage.close()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop
 
+from dataclasses import dataclass
+
 from bot import parsing
-from bot.app import BotContext
 from bot.errors import BitrixError
-from bot.storage import User
-from bot.texts import Html, pick_language, t
+from bot.services import BotContext
+from bot.storage import User, links, outbox, users
+from bot.texts import Html, t
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +23,33 @@ log = logging.getLogger(__name__)
 PUBLIC_IN_GROUPS = frozenset({"start", "help"})
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent this update, as the bot knows them: the one opening of every handler and button."""
+
+    telegram_user_id: int
+    lang: str
+    user: User | None
+
+    @property
+    def linked(self) -> bool:
+        """Whether the caller has a Bitrix24 link."""
+        return self.user is not None and self.user.bitrix_user_id is not None
+
+
+async def caller(update: Update, context: BotContext) -> Caller:
+    """Read the caller once: their stored record and the language to answer in."""
+    tg_user = update.effective_user
+    assert tg_user is not None  # the gate lets no update without a user reach a handler
+    user = await users.get(context.services.storage.db, tg_user.id)
+    return Caller(tg_user.id, context.services.accounts.language_of(user, tg_user.language_code), user)
+
+
 async def language_of(update: Update, context: BotContext) -> str:
     """The language to answer this update's user in."""
-    services = context.services
-    tg_user = update.effective_user
-    if tg_user is None:
-        return services.settings.default_language
-    user = await services.storage.get_user(tg_user.id)
-    return _language(user, update, context)
-
-
-def _language(user: User | None, update: Update, context: BotContext) -> str:
-    """/language choice, else Telegram's language_code, else DEFAULT_LANGUAGE."""
-    default = context.services.settings.default_language
-    return pick_language(user.language if user else None, update.effective_user.language_code, default)
+    if update.effective_user is None:
+        return context.services.settings.default_language
+    return (await caller(update, context)).lang
 
 
 def _command_name(update: Update) -> str | None:
@@ -55,7 +71,7 @@ async def gate(update: Update, context: BotContext) -> None:
         if update.callback_query:
             await update.callback_query.answer()
         if chat.type == ChatType.PRIVATE and update.effective_message is not None:
-            lang = pick_language(None, tg_user.language_code, services.settings.default_language)
+            lang = services.accounts.language(None, tg_user.language_code)
             await update.effective_message.reply_text(t(lang, "private_bot"))
         raise ApplicationHandlerStop
     if chat.type != ChatType.PRIVATE:
@@ -64,26 +80,23 @@ async def gate(update: Update, context: BotContext) -> None:
             raise ApplicationHandlerStop
         name = _command_name(update)
         if name is not None and name not in PUBLIC_IN_GROUPS:
-            lang = pick_language(None, tg_user.language_code, services.settings.default_language)
+            lang = services.accounts.language(None, tg_user.language_code)
             await update.effective_message.reply_text(t(lang, "group_refusal"))
         if name not in PUBLIC_IN_GROUPS:
             raise ApplicationHandlerStop
         return
-    was_blocked = await services.storage.touch_user(
-        tg_user.id, chat.id, tg_user.language_code, services.clock.timestamp()
-    )
+    was_blocked = await services.accounts.seen(tg_user.id, chat.id, tg_user.language_code)
     if was_blocked:
         log.info("telegram_user_id=%d wrote again: active", tg_user.id)
 
 
 async def start_command(update: Update, context: BotContext) -> None:
     """Greets the user and says how to link an account."""
-    lang = await language_of(update, context)
-    user = await context.services.storage.get_user(update.effective_user.id)
-    if user and user.bitrix_user_id and update.effective_chat.type == ChatType.PRIVATE:
-        await update.effective_message.reply_text(t(lang, "start_linked", name=user.full_name))
+    who = await caller(update, context)
+    if who.user is not None and who.linked and update.effective_chat.type == ChatType.PRIVATE:
+        await update.effective_message.reply_text(t(who.lang, "start_linked", name=who.user.full_name))
     else:
-        await update.effective_message.reply_text(t(lang, "start"))
+        await update.effective_message.reply_text(t(who.lang, "start"))
 
 
 async def help_command(update: Update, context: BotContext) -> None:
@@ -98,7 +111,7 @@ async def chat_member_update(update: Update, context: BotContext) -> None:
     if member.chat.type != ChatType.PRIVATE:
         return
     blocked = member.new_chat_member.status in ("kicked", "left")
-    if await context.services.storage.set_blocked(member.chat.id, blocked):
+    if await context.services.accounts.set_blocked(member.chat.id, blocked):
         log.info("telegram_user_id=%d %s the bot", member.chat.id, "blocked" if blocked else "unblocked")
 
 
@@ -132,15 +145,13 @@ async def bitrix_failed(update: Update, lang: str, err: BitrixError) -> None:
     await reply(update, t(lang, "bitrix_error", reason=err.text(lang)))
 
 
-async def linked_user(update: Update, context: BotContext) -> tuple[str, User | None]:
-    """The user's language and record; says "not linked" and returns None when there is no link."""
-    services = context.services
-    user = await services.storage.get_user(update.effective_user.id)
-    lang = _language(user, update, context)
-    if user is None or user.bitrix_user_id is None:
-        await reply(update, t(lang, "not_linked"))
-        return lang, None
-    return lang, user
+async def linked_caller(update: Update, context: BotContext) -> Caller | None:
+    """The caller if linked; otherwise says "not linked" and returns None."""
+    who = await caller(update, context)
+    if not who.linked:
+        await reply(update, t(who.lang, "not_linked"))
+        return None
+    return who
 
 
 async def stats_command(update: Update, context: BotContext) -> None:
@@ -151,9 +162,9 @@ async def stats_command(update: Update, context: BotContext) -> None:
         await reply(update, t(lang, "admins_only"))
         return
     coordinator = services.coordinator
-    linked, active = await services.storage.link_counts()
+    linked, active = await links.counts(services.storage.db)
     result = coordinator.last_result
-    stamp = services.clock.now().strftime("%Y-%m-%d %H:%M")
+    stamp = datetime.fromtimestamp(result.finished_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if result else ""
     if result is None:
         last_poll = t(lang, "stats_never")
     elif result.cause is None:
@@ -161,7 +172,7 @@ async def stats_command(update: Update, context: BotContext) -> None:
     else:
         last_poll = t(lang, "stats_poll_failed", time=stamp, cause=result.cause)
     requests, failed = coordinator.requests_last_hour()
-    outcomes = await services.storage.outbox_outcomes(services.clock.timestamp() - 3600)
+    outcomes = await outbox.outcomes(services.storage.db, services.clock.timestamp() - 3600)
     from bot.coordinator import COUNTERS_METHOD, TIME_BUDGET_SECONDS
 
     await reply(
@@ -179,7 +190,7 @@ async def stats_command(update: Update, context: BotContext) -> None:
             budget_limit=round(TIME_BUDGET_SECONDS),
             sent=outcomes.get("sent", 0),
             msg_failed=outcomes.get("failed", 0),
-            queued=await services.storage.outbox_queued_count(),
+            queued=await outbox.queued_count(services.storage.db),
             no_access=len(coordinator.no_access_users),
         ),
     )

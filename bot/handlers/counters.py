@@ -9,9 +9,11 @@ from telegram import InlineKeyboardMarkup, Update
 from telegram.error import BadRequest
 
 from bot import parsing, render
-from bot.app import BotContext
-from bot.handlers.core import language_of, linked_user, parse_error_answer, reply
+from bot.errors import BitrixError
+from bot.handlers.core import bitrix_failed, caller, linked_caller, parse_error_answer, reply
 from bot.model import ROLE_ALIASES, ROLES, UserSettings
+from bot.services import BotContext
+from bot.storage import settings as user_settings
 from bot.texts import t
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ async def _counters_message(
 ) -> tuple[str, InlineKeyboardMarkup]:
     services = context.services
     reading = await services.reader.read(bitrix_user_id)
-    settings = await services.storage.get_settings(user_tid) or UserSettings(
+    settings = await user_settings.get(services.storage.db, user_tid) or UserSettings(
         timezone=services.settings.default_timezone
     )
     text = render.render_counters(
@@ -43,39 +45,48 @@ async def _counters_message(
 
 
 async def send_counters(
-    update: Update, context: BotContext, lang: str, bitrix_user_id: int, full_name: str, short: str
+    update: Update, context: BotContext, lang: str, user_tid: int, bitrix_user_id: int, full_name: str, short: str
 ) -> None:
-    text, markup = await _counters_message(context, lang, update.effective_user.id, bitrix_user_id, full_name, short)
+    """Read and send the counters message (a Bitrix24 failure is explained, never a traceback)."""
+    try:
+        text, markup = await _counters_message(context, lang, user_tid, bitrix_user_id, full_name, short)
+    except BitrixError as err:
+        await bitrix_failed(update, lang, err)
+        return
     await reply(update, text, markup)
 
 
 async def counters_command(update: Update, context: BotContext) -> None:
     """Shows every counter of every role (or one role) in one message, from one batch request."""
-    lang, user = await linked_user(update, context)
-    if user is None:
+    who = await linked_caller(update, context)
+    if who is None or who.user is None or who.user.bitrix_user_id is None:
         return
     try:
         role = parsing.parse_counters_role(context.args or [])
     except parsing.ParseError as err:
-        await parse_error_answer(update, lang, err)
+        await parse_error_answer(update, who.lang, err)
         return
     short = render.ROLE_SHORT[role] if role else render.EVERY_ROLE
-    await send_counters(update, context, lang, user.bitrix_user_id, user.full_name, short)
+    await send_counters(update, context, who.lang, who.telegram_user_id, who.user.bitrix_user_id, who.user.full_name or "", short)
 
 
 async def counters_button(update: Update, context: BotContext) -> None:
     """Role and Refresh buttons: edit the counters message in place."""
     query = update.callback_query
     short = (query.data or "").partition(":")[2]
-    lang = await language_of(update, context)
-    user = await context.services.storage.get_user(update.effective_user.id)
+    who = await caller(update, context)
+    user = who.user
     if short not in ROLE_ALIASES and short != render.EVERY_ROLE or user is None or user.bitrix_user_id is None:
-        await query.answer(t(lang, "not_linked") if user is None or user.bitrix_user_id is None else None)
+        await query.answer(t(who.lang, "not_linked") if not who.linked else None)
         return
     await query.answer()
-    text, markup = await _counters_message(
-        context, lang, update.effective_user.id, user.bitrix_user_id, user.full_name, short
-    )
+    try:
+        text, markup = await _counters_message(
+            context, who.lang, who.telegram_user_id, user.bitrix_user_id, user.full_name or "", short
+        )
+    except BitrixError as err:
+        await bitrix_failed(update, who.lang, err)
+        return
     await edit_in_place(query, text, markup)
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot import parsing, render
-from bot.app import BotContext
 from bot.errors import BitrixError
-from bot.handlers.core import bitrix_failed, language_of, parse_error_answer, reply
+from bot.handlers.core import bitrix_failed, caller, language_of, parse_error_answer, reply
 from bot.handlers.counters import send_counters
-from bot.linking import Outcome
+from bot.linking import LinkResult, Outcome
 from bot.model import UserSettings
-from bot.texts import Html, pick_language, t
+from bot.services import BotContext
+from bot.texts import Html, t
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ async def _verify(update: Update, context: BotContext, lang: str, code: str) -> 
     await _link_outcome(update, context, lang, result)
 
 
-async def _link_outcome(update: Update, context: BotContext, lang: str, result: Any) -> None:
+async def _link_outcome(update: Update, context: BotContext, lang: str, result: LinkResult) -> None:
     simple = {
         Outcome.CODE_SENT: "link_code_sent",
         Outcome.NOT_FOUND: "link_not_found",
@@ -93,26 +91,24 @@ async def _link_outcome(update: Update, context: BotContext, lang: str, result: 
     if result.outcome is Outcome.WRONG:
         await reply(update, t(lang, "verify_wrong", left=result.tries_left))
         return
-    settings: UserSettings = result.settings
-    lang = pick_language(
-        settings.language, update.effective_user.language_code, context.services.settings.default_language
-    )
+    settings: UserSettings | None = result.settings
+    assert settings is not None and result.bitrix_user_id is not None and result.full_name is not None
+    lang = context.services.accounts.language(settings.language, update.effective_user.language_code)
     if settings.digest_enabled:
         text = t(
             lang,
             "linked",
-            name=result.user.full_name,
+            name=result.full_name,
             time=settings.digest_time.strftime("%H:%M"),
             days=Html(render.days_label(lang, settings.digest_days)),
             zone=settings.timezone,
         )
     else:
-        text = t(lang, "linked_digest_off", name=result.user.full_name, zone=settings.timezone)
+        text = t(lang, "linked_digest_off", name=result.full_name, zone=settings.timezone)
     button = InlineKeyboardMarkup([[InlineKeyboardButton(t(lang, "button_settings"), callback_data="s:show")]])
     await reply(update, text, button)
-    if result.moved_from is not None:
-        await context.services.notify_user(result.moved_from, "link_moved_away")
-    await send_counters(update, context, lang, result.user.bitrix_user_id, result.user.full_name, render.EVERY_ROLE)
+    # The old holder (if the link moved) was told in the same transaction that moved it.
+    await send_counters(update, context, lang, update.effective_user.id, result.bitrix_user_id, result.full_name, render.EVERY_ROLE)
 
 
 async def unlink_command(update: Update, context: BotContext) -> None:
@@ -130,17 +126,16 @@ async def unlink_command(update: Update, context: BotContext) -> None:
         if target is None or target.kind != "id" or len(context.args) != 1:
             await reply(update, t(lang, "admin_unlink_usage"))
             return
-        holder = await services.storage.telegram_user_of(int(target.value))
+        holder = await services.accounts.unlink_bitrix_user(
+            int(target.value), notice="unlinked_by_admin", unless=update.effective_user.id
+        )
         if holder is None:
             await reply(update, t(lang, "admin_not_linked", bitrix_user_id=target.value))
             return
-        await services.storage.unlink(holder, services.clock.timestamp())
         log.info("admin telegram_user_id=%d unlinked bitrix_user_id=%s", update.effective_user.id, target.value)
         await reply(update, t(lang, "admin_unlinked", bitrix_user_id=target.value))
-        if holder != update.effective_user.id:
-            await services.notify_user(holder, "unlinked_by_admin")
         return
-    if await services.storage.unlink(update.effective_user.id, services.clock.timestamp()):
+    if await services.accounts.unlink(update.effective_user.id):
         log.info("telegram_user_id=%d unlinked", update.effective_user.id)
         await reply(update, t(lang, "unlinked"))
     else:
@@ -150,6 +145,6 @@ async def unlink_command(update: Update, context: BotContext) -> None:
 async def forget_command(update: Update, context: BotContext) -> None:
     """Deletes every row about the user except limit records."""
     lang = await language_of(update, context)
-    await context.services.storage.forget(update.effective_user.id)
+    await context.services.accounts.forget(update.effective_user.id)
     log.info("telegram_user_id=%d forgotten", update.effective_user.id)
     await reply(update, t(lang, "forgotten"))

@@ -7,52 +7,41 @@ from typing import Awaitable, Callable
 
 from telegram import Update
 
-from bot import alerts as alert_rules
 from bot import parsing, preferences, render
-from bot.app import BotContext
-from bot.handlers.core import language_of, linked_user, parse_error_answer, reply, show
+from bot.errors import BitrixError
+from bot.handlers.core import Caller, bitrix_failed, caller, language_of, linked_caller, parse_error_answer, reply, show
 from bot.handlers.counters import edit_in_place
 from bot.model import UserSettings
 from bot.schedule import local_today
-from bot.storage import User
-from bot.texts import Html, pick_language, t
+from bot.services import BotContext
+from bot.storage import User, digests
+from bot.storage import settings as user_settings
+from bot.texts import Html, t
 
 log = logging.getLogger(__name__)
 
 
-async def _settings_of(update: Update, context: BotContext) -> tuple[str, User | None, UserSettings | None]:
-    lang, user = await linked_user(update, context)
-    if user is None:
-        return lang, None, None
-    return lang, user, await context.services.storage.get_settings(user.telegram_user_id)
+async def _settings_of(update: Update, context: BotContext) -> tuple[Caller | None, UserSettings | None]:
+    who = await linked_caller(update, context)
+    if who is None:
+        return None, None
+    return who, await user_settings.get(context.services.storage.db, who.telegram_user_id)
 
 
-DIGEST_FIELDS = ("digest_enabled", "digest_time", "digest_days", "timezone", "pause_until")
-
-
-async def _save(context: BotContext, telegram_user_id: int, change: preferences.Change) -> None:
-    storage = context.services.storage
-    before = await storage.get_settings(telegram_user_id)
-    if before is not None and any(getattr(before, f) != getattr(change.settings, f) for f in DIGEST_FIELDS):
-        await storage.drop_pending_digests(telegram_user_id, context.services.clock.timestamp())
-    await context.services.storage.save_settings(
-        telegram_user_id,
-        change.settings,
-        now=context.services.clock.timestamp(),
-        digest_changed=change.digest_changed,
-        rebaseline=change.rebaseline,
-    )
+async def _save(context: BotContext, telegram_user_id: int, change: preferences.Command) -> UserSettings | None:
+    """Apply the change to the settings as stored now (one unit of work); the new settings, or None if gone."""
+    return await context.services.accounts.change_settings(telegram_user_id, change)
 
 
 async def settings_command(update: Update, context: BotContext) -> None:
     """Shows every setting, with buttons for the toggles."""
-    lang, user, settings = await _settings_of(update, context)
-    if settings is None:
+    who, settings = await _settings_of(update, context)
+    if who is None or who.user is None or settings is None:
         return
     await reply(
         update,
-        render.render_settings(lang, settings, full_name=user.full_name),
-        render.settings_keyboard(lang, settings),
+        render.render_settings(who.lang, settings, full_name=who.user.full_name),
+        render.settings_keyboard(who.lang, settings),
     )
 
 
@@ -60,31 +49,25 @@ async def settings_button(update: Update, context: BotContext) -> None:
     """Settings buttons: apply the toggle and edit the settings message in place."""
     query = update.callback_query
     action = (query.data or "").partition(":")[2]
-    lang = await language_of(update, context)
-    user = await context.services.storage.get_user(update.effective_user.id)
-    settings = await context.services.storage.get_settings(update.effective_user.id) if user else None
-    if settings is None or user.bitrix_user_id is None or (action not in preferences.BUTTONS and action != "show"):
-        await query.answer(t(lang, "not_linked") if settings is None else None)
+    who = await caller(update, context)
+    user = who.user
+    if user is None or not who.linked or (action not in preferences.BUTTONS and action != "show"):
+        await query.answer(t(who.lang, "not_linked") if not who.linked else None)
+        return
+    if action == "show":
+        settings = await user_settings.get(context.services.storage.db, who.telegram_user_id)
+    else:
+        settings = await _save(context, who.telegram_user_id, preferences.BUTTONS[action])
+    if settings is None:
+        await query.answer(t(who.lang, "not_linked"))
         return
     await query.answer()
+    lang = context.services.accounts.language(settings.language, update.effective_user.language_code)
+    text, markup = render.render_settings(lang, settings, full_name=user.full_name), render.settings_keyboard(lang, settings)
     if action == "show":
-        await reply(
-            update,
-            render.render_settings(lang, settings, full_name=user.full_name),
-            render.settings_keyboard(lang, settings),
-        )
-        return
-    change = preferences.BUTTONS[action](settings)
-    await _save(context, user.telegram_user_id, change)
-    settings = change.settings
-    lang = pick_language(
-        settings.language, update.effective_user.language_code, context.services.settings.default_language
-    )
-    await edit_in_place(
-        query,
-        render.render_settings(lang, settings, full_name=user.full_name),
-        render.settings_keyboard(lang, settings),
-    )
+        await reply(update, text, markup)
+    else:
+        await edit_in_place(query, text, markup)
 
 
 SettingsCommand = Callable[[Update, BotContext, str, User, UserSettings], Awaitable[None]]
@@ -94,22 +77,26 @@ def _settings_command(body: SettingsCommand) -> Callable[[Update, BotContext], A
     """Wrap a settings command: linked users only; a ParseError becomes a one-line answer."""
 
     async def handler(update: Update, context: BotContext) -> None:
-        lang, user, settings = await _settings_of(update, context)
-        if settings is None:
+        who, settings = await _settings_of(update, context)
+        if who is None or who.user is None or settings is None:
             return
         try:
-            await body(update, context, lang, user, settings)
+            await body(update, context, who.lang, who.user, settings)
         except parsing.ParseError as err:
-            await parse_error_answer(update, lang, err)
+            await parse_error_answer(update, who.lang, err)
 
     handler.__doc__ = body.__doc__
     handler.__name__ = body.__name__
     return handler
 
 
-async def _saved(update: Update, context: BotContext, user: User, change: preferences.Change, text: str) -> None:
-    await _save(context, user.telegram_user_id, change)
-    await reply(update, text)
+async def _saved(
+    update: Update, context: BotContext, user: User, change: preferences.Command, text: Callable[[UserSettings], str]
+) -> None:
+    """Apply the change in one unit of work and confirm with what was stored."""
+    after = await _save(context, user.telegram_user_id, change)
+    lang = context.services.accounts.language_of(user, update.effective_user.language_code)
+    await reply(update, text(after) if after is not None else t(lang, "not_linked"))
 
 
 @_settings_command
@@ -127,23 +114,26 @@ async def digest_command(update: Update, context: BotContext, lang: str, user: U
     if isinstance(command, parsing.DigestNow):
         await _digest_now(update, context, lang, user, settings)
         return
-    change = preferences.apply_digest(settings, command)
     if isinstance(command, parsing.DigestEmpty):
-        text = t(
-            lang,
-            "settings_empty",
-            value=t(lang, "settings_empty_send") if command.send_empty else t(lang, "settings_empty_skip"),
-        )
-    else:
-        text = t(lang, "saved_digest", value=Html(render.digest_value(lang, change.settings)))
-    await _saved(update, context, user, change, text)
+        empty = t(lang, "settings_empty", value=t(lang, "settings_empty_send") if command.send_empty else t(lang, "settings_empty_skip"))
+        await _saved(update, context, user, lambda s: preferences.apply_digest(s, command), lambda after: empty)
+        return
+    await _saved(
+        update, context, user, lambda s: preferences.apply_digest(s, command),
+        lambda after: t(lang, "saved_digest", value=Html(render.digest_value(lang, after))),
+    )
 
 
 async def _digest_now(update: Update, context: BotContext, lang: str, user: User, settings: UserSettings) -> None:
     """The digest as it would look now, compared with the last scheduled one; changes nothing."""
     services = context.services
-    reading = await services.reader.read(user.bitrix_user_id)
-    previous = await services.storage.last_sent_digest(user.telegram_user_id)
+    assert user.bitrix_user_id is not None
+    try:
+        reading = await services.reader.read(user.bitrix_user_id)
+    except BitrixError as err:
+        await bitrix_failed(update, lang, err)
+        return
+    previous = await digests.last_sent(services.storage.db, user.telegram_user_id)
     text = render.render_digest(
         lang,
         reading.results,
@@ -169,13 +159,9 @@ async def alerts_command(update: Update, context: BotContext, lang: str, user: U
             parsing.EXAMPLE_ALERTS,
         )
         return
-    change = preferences.apply_alerts(settings, command)
     await _saved(
-        update,
-        context,
-        user,
-        change,
-        t(lang, "current_alerts", value=Html(render.alerts_value(lang, change.settings))),
+        update, context, user, lambda s: preferences.apply_alerts(s, command),
+        lambda after: t(lang, "current_alerts", value=Html(render.alerts_value(lang, after))),
     )
 
 
@@ -188,9 +174,9 @@ async def quiet_command(update: Update, context: BotContext, lang: str, user: Us
             update, lang, t(lang, "current_quiet", value=render.quiet_value(lang, settings)), parsing.EXAMPLE_QUIET
         )
         return
-    change = preferences.apply_quiet(settings, command)
     await _saved(
-        update, context, user, change, t(lang, "current_quiet", value=render.quiet_value(lang, change.settings))
+        update, context, user, lambda s: preferences.apply_quiet(s, command),
+        lambda after: t(lang, "current_quiet", value=render.quiet_value(lang, after)),
     )
 
 
@@ -201,8 +187,9 @@ async def timezone_command(update: Update, context: BotContext, lang: str, user:
     if isinstance(name, parsing.Show):
         await show(update, lang, t(lang, "current_zone", value=settings.timezone), parsing.EXAMPLE_TIMEZONE)
         return
-    change = preferences.apply_timezone(settings, name)
-    await _saved(update, context, user, change, t(lang, "current_zone", value=name))
+    await _saved(
+        update, context, user, lambda s: preferences.apply_timezone(s, name), lambda after: t(lang, "current_zone", value=name)
+    )
 
 
 async def language_command(update: Update, context: BotContext) -> None:
@@ -217,10 +204,10 @@ async def language_command(update: Update, context: BotContext) -> None:
         await show(update, lang, t(lang, "current_language"), parsing.EXAMPLE_LANGUAGE)
         return
     services = context.services
-    settings = await services.storage.get_settings(update.effective_user.id) or UserSettings(
-        timezone=services.settings.default_timezone, digest_time=services.settings.default_digest_time
+    defaults = UserSettings(timezone=services.settings.default_timezone, digest_time=services.settings.default_digest_time)
+    await services.accounts.change_settings(
+        update.effective_user.id, lambda s: preferences.apply_language(s, choice), create=defaults
     )
-    await _save(context, update.effective_user.id, preferences.apply_language(settings, choice))
     await reply(update, t(choice, "current_language"))
 
 
@@ -237,11 +224,7 @@ async def pause_command(update: Update, context: BotContext, lang: str, user: Us
         await show(update, lang, current, parsing.EXAMPLE_PAUSE)
         return
     await _saved(
-        update,
-        context,
-        user,
-        preferences.apply_pause(settings, until),
-        t(lang, "saved_pause", date=until.isoformat()),
+        update, context, user, lambda s: preferences.apply_pause(s, until), lambda after: t(lang, "saved_pause", date=until.isoformat())
     )
 
 
@@ -251,7 +234,7 @@ async def resume_command(update: Update, context: BotContext, lang: str, user: U
     if settings.pause_until is None:
         await reply(update, t(lang, "not_paused"))
         return
-    await _saved(update, context, user, preferences.apply_resume(settings), t(lang, "resumed"))
+    await _saved(update, context, user, preferences.apply_resume, lambda after: t(lang, "resumed"))
 
 
 async def snooze_button(update: Update, context: BotContext) -> None:
@@ -259,27 +242,20 @@ async def snooze_button(update: Update, context: BotContext) -> None:
     query = update.callback_query
     _, counter, kind = ((query.data or "") + "::").split(":")[:3]
     services = context.services
-    lang = await language_of(update, context)
-    settings = await services.storage.get_settings(update.effective_user.id)
-    user = await services.storage.get_user(update.effective_user.id)
-    if (
-        settings is None
-        or user is None
-        or user.bitrix_user_id is None
-        or kind not in ("h", "t")
-        or counter not in settings.thresholds
-    ):
+    who = await caller(update, context)
+    if not who.linked or kind not in ("h", "t"):
         await query.answer()
         return
+    snoozed = await services.accounts.snooze(who.telegram_user_id, counter, "hour" if kind == "h" else "tomorrow")
+    if snoozed is None:
+        await query.answer()
+        return
+    until, settings = snoozed
     now = services.clock.now()
-    until = alert_rules.snooze_until(
-        settings, now, "hour" if kind == "h" else "tomorrow", default_digest_time=services.settings.default_digest_time
-    )
-    await services.storage.set_snooze(update.effective_user.id, counter, until)
     local = until.astimezone(settings.tz())
     stamp = (
         local.strftime("%H:%M")
         if local.date() == now.astimezone(settings.tz()).date()
         else local.strftime("%Y-%m-%d %H:%M")
     )
-    await query.answer(t(lang, "snoozed", time=stamp))
+    await query.answer(t(who.lang, "snoozed", time=stamp))

@@ -1,0 +1,57 @@
+"""Services: everything handlers and jobs need, built once and reached through a typed context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from telegram.ext import CallbackContext, ExtBot
+
+from bot.account import Accounts
+from bot.bitrix import BitrixClient
+from bot.clock import Clock
+from bot.config import Settings
+from bot.coordinator import Coordinator
+from bot.linking import Linker
+from bot.metrics import Metrics
+from bot.reader import CounterReader
+from bot.storage import Storage
+
+if TYPE_CHECKING:
+    from bot.delivery import OutboxWorker
+
+
+@dataclass
+class Services:
+    """Built once in __main__ (or a test) from settings and I/O objects, then passed in."""
+
+    settings: Settings
+    storage: Storage
+    clock: Clock
+    bitrix: BitrixClient
+    metrics: Metrics = field(default_factory=Metrics)
+    started_at: float = 0.0
+    outbox: "OutboxWorker | None" = None
+    outbox_task: Any = None
+    health_server: Any = None
+
+    def __post_init__(self) -> None:
+        self.accounts = Accounts(self.settings, self.storage, self.clock, self.wake_outbox)
+        self.linker = Linker(self.settings, self.storage, self.bitrix, self.clock, self.accounts)
+        self.reader = CounterReader(self.bitrix, self.clock)
+        self.coordinator = Coordinator(self.settings, self.storage, self.bitrix, self.clock, self.metrics, self.accounts)
+        self.metrics.watch(self)
+
+    def wake_outbox(self) -> None:
+        """New bulk messages were queued."""
+        if self.outbox is not None:
+            self.outbox.wake()
+
+
+class BotContext(CallbackContext[ExtBot, dict, dict, dict]):
+    """CallbackContext with typed access to the services."""
+
+    @property
+    def services(self) -> Services:
+        """The bot's services."""
+        return self.application.bot_data["services"]

@@ -1,0 +1,1 @@
+"""Numbered, append-only SQL migrations, applied in order under PRAGMA user_version."""
