@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from telegram import Update
 from telegram.request import HTTPXRequest
@@ -103,6 +104,28 @@ class Harness:
         result = await self.services.coordinator.poll_cycle()
         await self.flush()
         return result
+
+    @asynccontextmanager
+    async def polling(self) -> AsyncIterator["Harness"]:
+        """Run the real long polling and update processing (16 at once), as the bot does; no jobs."""
+        await self.app.updater.start_polling(timeout=1, poll_interval=0.0)
+        await self.app.start()
+        try:
+            yield self
+        finally:
+            await self.app.updater.stop()
+            await self.app.stop()
+
+    async def together(self, *updates: dict[str, Any], answers: int, chat_id: int | None = None, timeout: float = 10.0) -> list[str]:
+        """Deliver updates in one getUpdates answer (handled concurrently); wait for `answers` new texts."""
+        before = len(self.tg.texts(chat_id))
+        self.tg.push_many(*updates)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.tg.texts(chat_id)) < before + answers:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"expected {answers} answers, got {self.tg.texts(chat_id)[before:]}")
+            await asyncio.sleep(0.02)
+        return self.tg.texts(chat_id)[before:]
 
     async def send(self, update: dict[str, Any]) -> None:
         """Deliver one update through the Application, as polling would, and wait for its handling."""

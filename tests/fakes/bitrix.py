@@ -49,6 +49,14 @@ class Scripted:
     timeout: bool = False  # raise httpx.ReadTimeout (transport mode)
     # Only a request for which match(method, params) is true takes this answer (None: any).
     match: Callable[[str, dict[str, Any]], bool] | None = field(default=None, repr=False)
+    # Overlap tests: `arrived` is set when the request is in, and the answer waits for `gate`.
+    arrived: threading.Event | None = field(default=None, repr=False)
+    gate: threading.Event | None = field(default=None, repr=False)
+
+    @classmethod
+    def held(cls) -> "Scripted":
+        """An answer that waits until the test opens `gate` (after `arrived` told it the read is in flight)."""
+        return cls(arrived=threading.Event(), gate=threading.Event())
 
     def only_for(self, match: Callable[[str, dict[str, Any]], bool]) -> "Scripted":
         """A copy that answers only requests for which match(method, params) is true."""
@@ -251,6 +259,10 @@ class FakeBitrix:
                     del self.script[index]
                     break
         if scripted is not None:
+            if scripted.arrived is not None:
+                scripted.arrived.set()
+            if scripted.gate is not None and not scripted.gate.wait(30):
+                raise httpx.ReadTimeout("the test never opened the gate", request=request)
             if scripted.delay:
                 time.sleep(scripted.delay)
             if scripted.drop:

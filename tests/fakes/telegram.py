@@ -91,6 +91,17 @@ class FakeTelegram:
             self._cond.notify_all()
         return update
 
+    def push_many(self, *updates: dict[str, Any]) -> list[dict[str, Any]]:
+        """Queue several updates at once, so that one getUpdates answer carries them all."""
+        with self._cond:
+            queued = []
+            for update in updates:
+                queued.append({"update_id": self._next_update_id, **update})
+                self._next_update_id += 1
+            self._updates.extend(queued)
+            self._cond.notify_all()
+        return queued
+
     # ---- update builders ---------------------------------------------------------------------
 
     @staticmethod
