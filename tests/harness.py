@@ -108,6 +108,7 @@ class Harness:
     @asynccontextmanager
     async def polling(self) -> AsyncIterator["Harness"]:
         """Run the real long polling and update processing (16 at once), as the bot does; no jobs."""
+        self.tg.drop_updates()  # those `send` already handled must not be handed out again
         await self.app.updater.start_polling(timeout=1, poll_interval=0.0)
         await self.app.start()
         try:

@@ -91,6 +91,11 @@ class FakeTelegram:
             self._cond.notify_all()
         return update
 
+    def drop_updates(self) -> None:
+        """Forget queued updates (already handled directly by the test)."""
+        with self._cond:
+            self._updates.clear()
+
     def push_many(self, *updates: dict[str, Any]) -> list[dict[str, Any]]:
         """Queue several updates at once, so that one getUpdates answer carries them all."""
         with self._cond:
