@@ -164,7 +164,7 @@ async def stats_command(update: Update, context: BotContext) -> None:
     coordinator = services.coordinator
     linked, active = await links.counts(services.storage.db)
     result = coordinator.last_result
-    stamp = datetime.fromtimestamp(result.finished_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if result else ""
+    stamp = datetime.fromtimestamp(result.finished_at, timezone.utc).strftime("%Y-%m-%d %H:%M") if result else ""
     if result is None:
         last_poll = t(lang, "stats_never")
     elif result.cause is None:

@@ -97,6 +97,16 @@ class Storage:
             raise
         return storage
 
+    @classmethod
+    async def open_at_version(cls, path: Path, version: int) -> "Storage":
+        """A new database migrated only up to `version` (tests of later migrations on older data)."""
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        storage = cls(db)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA foreign_keys = ON")
+        await storage._migrate(path, up_to=version)
+        return storage
+
     async def _migrate(self, path: Path, up_to: int | None = None) -> None:
         steps = migrations()
         (row,) = await self.db.execute_fetchall("PRAGMA user_version")
