@@ -211,3 +211,30 @@ async def test_a_user_off_the_allow_list_gets_no_notice_and_stats_show_when_the_
         h.clock.advance(hours=2)
         (stats,) = await h.say(1, "/stats")
         assert poll_time.strftime("%Y-%m-%d %H:%M") in stats and h.clock.now().strftime("%H:%M") not in stats
+
+
+# ---- item 7: one user's bad data stops nobody else ------------------------------------------------
+
+
+async def test_a_stored_zone_the_system_does_not_know_stops_only_that_user(tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    h = portal(tmp_path, clock)
+    h.b24.add_user(BORIS, "Boris", "Ivanov")
+    h.b24.set_counters(BORIS, "view_all", expired=0, new_comments=0)
+    async with h:
+        await link(h, 42)
+        await link(h, 43, str(BORIS))
+        await h.poll()
+        async with h.storage.transaction() as db:  # a zone removed from tzdata by an OS upgrade
+            await db.execute("UPDATE user_settings SET timezone = 'Mars/Olympus_Mons' WHERE telegram_user_id = 42")
+        h.b24.set_counters(ANNA, "view_all", expired=3, new_comments=0)
+        h.b24.set_counters(BORIS, "view_all", expired=3, new_comments=0)
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        result = await h.poll()
+        assert result.cause is None and result.broken == 1
+        assert len([t for t in h.tg.texts(43) if t.startswith("⚠️")]) == 1, h.tg.texts(43)
+        assert await h.services.coordinator.digest_tick() == 1
+        await h.flush()
+        assert len(digests(h, 43)) == 1 and digests(h, 42) == []
+        metrics = h.services.metrics.render().decode()
+        assert 'bot_worker_errors_total{worker="poll_user"} 1.0' in metrics
