@@ -23,6 +23,7 @@ from bot.errors import (
     BitrixTransientError,
     error_from_envelope,
 )
+from bot.redact import RedactFilter, redact
 
 __all__ = [
     "BitrixStats",
@@ -44,12 +45,11 @@ _BACKOFF_BASE = 1.0
 _BACKOFF_CAP = 30.0
 
 _WEBHOOK_PATH = re.compile(r"^/rest/(\d+)/([A-Za-z0-9_-]+)(?:/([A-Za-z0-9_.]*))?/?$")
-_REDACT = re.compile(r"(/rest/\d+/)[^/\s?#\"'<>]+")
 
 _RETRYABLE: tuple[type[BitrixError], ...] = (BitrixTransientError, BitrixRateLimitedError, BitrixBadAnswerError)
 
 
-# -- URLs and redaction ----------------------------------------------------------------
+# -- URLs ----------------------------------------------------------------
 
 
 def normalize_webhook_url(raw: str) -> str:
@@ -78,26 +78,6 @@ def normalize_webhook_url(raw: str) -> str:
         host = f"[{host}]"
     netloc = host if port is None else f"{host}:{port}"
     return f"{scheme}://{netloc}/rest/{match.group(1)}/{match.group(2)}/"
-
-
-def redact(text: str) -> str:
-    """Replace every `/rest/<digits>/<code>` with `/rest/<digits>/<redacted>`."""
-    return _REDACT.sub(r"\1<redacted>", text)
-
-
-class RedactFilter(logging.Filter):
-    """A logging filter that redacts webhook codes from a record's message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record in place; never drop it."""
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken record must not break logging; leave it alone
-            return True
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
 
 
 _HTTPX_FILTER = RedactFilter()
