@@ -153,8 +153,15 @@ def user_from(raw: Any) -> BitrixUser | None:
     )
 
 
+# Counters are stored as SQLite INTEGERs and compared with thresholds; a value no real
+# portal sends (10**20, negative) must stop here, for this one user and role, rather than
+# overflow further on for everyone.
+COUNTER_MIN = 0
+COUNTER_MAX = 2**31 - 1
+
+
 def parse_counters(result: Any, method: str) -> CounterResult:
-    """`[]` is NO_ACCESS; a map becomes Counters (non-dict items and non-numbers skipped)."""
+    """`[]` is NO_ACCESS; a map becomes Counters (odd items skipped, any value outside 0..2**31-1 fails)."""
     if isinstance(result, list):
         if not result:
             return NO_ACCESS
@@ -166,6 +173,9 @@ def parse_counters(result: Any, method: str) -> CounterResult:
         if not isinstance(item, dict):
             continue
         value = to_int(item.get("counter"))
-        if value is not None:
-            values[str(name)] = value
+        if value is None:
+            continue
+        if not COUNTER_MIN <= value <= COUNTER_MAX:
+            return BitrixBadAnswerError("COUNTER_OUT_OF_RANGE", method=method)
+        values[str(name)] = value
     return Counters(values)
