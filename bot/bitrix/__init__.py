@@ -5,6 +5,7 @@ from bot.bitrix.client import (
     BATCH_SIZE,
     COUNTERS_IN_FLIGHT,
     COUNTERS_METHOD,
+    INTERACTIVE_DEADLINE,
     BitrixClient,
 )
 from bot.bitrix.results import (
@@ -18,6 +19,7 @@ from bot.bitrix.results import (
 )
 from bot.bitrix.transport import (
     BitrixStats,
+    CircuitBreaker,
     LeakyBucket,
     RedactFilter,
     build_http_client,
@@ -32,11 +34,13 @@ __all__ = [
     "COUNTERS_IN_FLIGHT",
     "COUNTERS_METHOD",
     "DEFAULT_BLOCK",
+    "INTERACTIVE_DEADLINE",
     "NO_ACCESS",
     "BatchResult",
     "BitrixClient",
     "BitrixStats",
     "BitrixUser",
+    "CircuitBreaker",
     "CounterResult",
     "Counters",
     "LeakyBucket",

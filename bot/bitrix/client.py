@@ -24,6 +24,7 @@ from bot.bitrix.results import (
 )
 from bot.bitrix.transport import (
     BitrixStats,
+    CircuitBreaker,
     Clock,
     LeakyBucket,
     Sleep,
@@ -34,20 +35,15 @@ from bot.bitrix.transport import (
     redact,
 )
 from bot.errors import (
-    BitrixAuthError,
     BitrixBadAnswerError,
     BitrixError,
     BitrixMethodError,
-    BitrixPermissionError,
-    BitrixPlanError,
-    BitrixPortalGoneError,
-    BitrixScopeError,
     BitrixTimeBudgetError,
     error_from_envelope,
 )
 from bot.model import ROLES
 
-__all__ = ["BATCH_SIZE", "COUNTERS_IN_FLIGHT", "COUNTERS_METHOD", "BitrixClient"]
+__all__ = ["BATCH_SIZE", "COUNTERS_IN_FLIGHT", "COUNTERS_METHOD", "INTERACTIVE_DEADLINE", "BitrixClient"]
 
 log = logging.getLogger("bot.bitrix")
 
@@ -56,18 +52,11 @@ COUNTERS_METHOD = "tasks.task.counters.get"
 # How many counter batches may be in flight at once. The bucket sets the rate; a little
 # overlap only hides round trips (limits.md asks not to run parallel series, so keep it small).
 COUNTERS_IN_FLIGHT = 3
+# Total seconds a read a user waits for (/counters, linking) may take, retries included:
+# long enough for one slow answer, short enough that the user gets an answer, not a hang.
+INTERACTIVE_DEADLINE = 15.0
 
 _METHOD_NAME = re.compile(r"^[a-z0-9_.]+$", re.IGNORECASE)
-
-# A whole-request failure of this kind will fail every other batch the same way.
-_STOPS_CYCLE: tuple[type[BitrixError], ...] = (
-    BitrixAuthError,
-    BitrixScopeError,
-    BitrixPlanError,
-    BitrixPortalGoneError,
-    BitrixTimeBudgetError,
-    BitrixPermissionError,
-)
 
 
 class BitrixClient:
@@ -88,6 +77,7 @@ class BitrixClient:
     ) -> None:
         self._base = normalize_webhook_url(webhook_url)
         self._bucket = bucket
+        self._monotonic = monotonic
         self._wall = wall
         self._transport = Transport(
             self._base,
@@ -126,6 +116,10 @@ class BitrixClient:
 
     # -- requests -----------------------------------------------------------------------
 
+    def _deadline_at(self, deadline: float | None) -> float | None:
+        """Seconds of budget from now -> a monotonic instant (None: no deadline)."""
+        return None if deadline is None else self._monotonic() + max(0.0, deadline)
+
     async def _request(
         self,
         method: str,
@@ -133,12 +127,16 @@ class BitrixClient:
         sub_methods: Sequence[str] = (),
         *,
         idempotent: bool = True,
+        deadline_at: float | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> dict[str, Any]:
         """Send with retries; time-blocked methods are refused before any request."""
         budget_methods = list(sub_methods) or [method]
         self.budget.check_blocked(budget_methods)
         try:
-            envelope = await self._transport.request(method, payload, idempotent=idempotent)
+            envelope = await self._transport.request(
+                method, payload, idempotent=idempotent, deadline_at=deadline_at, breaker=breaker
+            )
         except BitrixTimeBudgetError as err:
             err.retry_after = max(self.budget.block(m) for m in budget_methods)
             err.args = (str(err),)
@@ -148,18 +146,36 @@ class BitrixClient:
 
     # -- public calls ---------------------------------------------------------------------
 
-    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Call one REST method and return its `result`."""
-        return await self._call(method, params)
+    async def call(self, method: str, params: Mapping[str, Any] | None = None, *, deadline: float | None = None) -> Any:
+        """Call one REST method and return its `result`; `deadline` bounds it in seconds, retries included."""
+        return await self._call(method, params, deadline_at=self._deadline_at(deadline))
 
-    async def _call(self, method: str, params: Mapping[str, Any] | None, *, idempotent: bool = True) -> Any:
+    async def _call(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        idempotent: bool = True,
+        deadline_at: float | None = None,
+    ) -> Any:
         if not _METHOD_NAME.match(method):
             raise ValueError("not a Bitrix24 method name")
-        envelope = await self._request(method, params or {}, idempotent=idempotent)
+        envelope = await self._request(method, params or {}, idempotent=idempotent, deadline_at=deadline_at)
         return envelope["result"]
 
-    async def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]]) -> BatchResult:
+    async def batch(
+        self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, deadline: float | None = None
+    ) -> BatchResult:
         """Run commands through `batch`, 50 per request (halt=0); per-command errors are typed."""
+        return await self._batch(commands, deadline_at=self._deadline_at(deadline))
+
+    async def _batch(
+        self,
+        commands: Mapping[str, tuple[str, Mapping[str, Any]]],
+        *,
+        deadline_at: float | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> BatchResult:
         for key, (method, _) in commands.items():
             if not _METHOD_NAME.match(method) or not key:
                 raise ValueError("bad batch command")
@@ -169,18 +185,25 @@ class BitrixClient:
         times: dict[str, float] = {}
         items = list(commands.items())
         for start in range(0, len(items), BATCH_SIZE):
-            part = await self._batch_once(dict(items[start : start + BATCH_SIZE]))
+            part = await self._batch_once(dict(items[start : start + BATCH_SIZE]), deadline_at, breaker)
             results.update(part.results)
             errors.update(part.errors)
             times.update(part.times)
         return BatchResult(results, errors, times)
 
-    async def _batch_once(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]]) -> BatchResult:
+    async def _batch_once(
+        self,
+        commands: Mapping[str, tuple[str, Mapping[str, Any]]],
+        deadline_at: float | None,
+        breaker: CircuitBreaker | None,
+    ) -> BatchResult:
         cmd = {
             key: method + (f"?{php_query(params)}" if params else "") for key, (method, params) in commands.items()
         }
         sub_methods = sorted({method for method, _ in commands.values()})
-        envelope = await self._request("batch", {"halt": 0, "cmd": cmd}, sub_methods)
+        envelope = await self._request(
+            "batch", {"halt": 0, "cmd": cmd}, sub_methods, deadline_at=deadline_at, breaker=breaker
+        )
         inner = envelope["result"]
         if isinstance(inner, list) and not inner:
             inner = {}
@@ -216,9 +239,20 @@ class BitrixClient:
         return BatchResult(results, errors, times)
 
     async def counters(
-        self, bitrix_user_ids: Sequence[int], roles: Sequence[str] = ROLES
+        self,
+        bitrix_user_ids: Sequence[int],
+        roles: Sequence[str] = ROLES,
+        *,
+        deadline: float | None = None,
     ) -> dict[int, dict[str, CounterResult]]:
-        """Read counters per user and role, all roles of a user in one batch (50 // len(roles) users each)."""
+        """Read counters per user and role, all roles of a user in one batch (50 // len(roles) users each).
+
+        Once one batch has failed as a whole in a way that would repeat (auth, scope, plan,
+        portal gone, time budget, permission, transient, bad answer), the batches not yet
+        sent get that error without a request. `deadline` (seconds) bounds the whole call.
+        """
+        deadline_at = self._deadline_at(deadline)
+        breaker = CircuitBreaker()
         roles = tuple(roles)
         if not roles:
             raise ValueError("no roles")
@@ -227,7 +261,6 @@ class BitrixClient:
         per_batch = max(1, BATCH_SIZE // len(roles))
         groups = [ids[i : i + per_batch] for i in range(0, len(ids), per_batch)]
         pending = iter(groups)
-        stop: list[BitrixError] = []
 
         def fill(group: list[int], value: CounterResult) -> None:
             for bitrix_user_id in group:
@@ -236,8 +269,8 @@ class BitrixClient:
 
         async def worker() -> None:
             for group in pending:
-                if stop:
-                    fill(group, stop[0])
+                if breaker.error is not None:
+                    fill(group, breaker.error)
                     continue
                 keys = {
                     f"u{bitrix_user_id}_{index}": (bitrix_user_id, role)
@@ -249,12 +282,11 @@ class BitrixClient:
                     for key, (bitrix_user_id, role) in keys.items()
                 }
                 try:
-                    result = await self.batch(commands)
+                    result = await self._batch(commands, deadline_at=deadline_at, breaker=breaker)
                 except BitrixError as err:
                     fill(group, err)
-                    if isinstance(err, _STOPS_CYCLE) and not stop:
-                        stop.append(err)
-                        log.warning("bitrix counters: %s stops the remaining batches", err.kind)
+                    if breaker.trip(err):
+                        log.warning("bitrix counters: %s %s stops the remaining batches", err.kind, err.code)
                     continue
                 for key, (bitrix_user_id, role) in keys.items():
                     cell: CounterResult
@@ -276,13 +308,16 @@ class BitrixClient:
                 raise outcome
         return out
 
-    async def users_by_ids(self, bitrix_user_ids: Sequence[int]) -> dict[int, BitrixUser]:
+    async def users_by_ids(
+        self, bitrix_user_ids: Sequence[int], *, deadline: float | None = None
+    ) -> dict[int, BitrixUser]:
         """Active users among these IDs, 50 per user.get request; only IDs that were asked for."""
+        deadline_at = self._deadline_at(deadline)
         ids = list(dict.fromkeys(int(i) for i in bitrix_user_ids))
         found: dict[int, BitrixUser] = {}
         for start in range(0, len(ids), BATCH_SIZE):
             chunk = ids[start : start + BATCH_SIZE]
-            result = await self.call("user.get", {"FILTER": {"ID": chunk, "ACTIVE": True}})
+            result = await self._call("user.get", {"FILTER": {"ID": chunk, "ACTIVE": True}}, deadline_at=deadline_at)
             asked = set(chunk)
             for raw in result if isinstance(result, list) else []:
                 user = user_from(raw)
@@ -290,16 +325,16 @@ class BitrixClient:
                     found[user.bitrix_user_id] = user
         return found
 
-    async def user_by_id(self, bitrix_user_id: int) -> BitrixUser | None:
+    async def user_by_id(self, bitrix_user_id: int, *, deadline: float | None = None) -> BitrixUser | None:
         """One active user by ID, or None."""
-        return (await self.users_by_ids([bitrix_user_id])).get(bitrix_user_id)
+        return (await self.users_by_ids([bitrix_user_id], deadline=deadline)).get(bitrix_user_id)
 
-    async def user_by_email(self, email: str) -> BitrixUser | None:
+    async def user_by_email(self, email: str, *, deadline: float | None = None) -> BitrixUser | None:
         """The one active user with this e-mail (case-insensitive), or None (also when ambiguous)."""
         wanted = email.strip().lower()
         if not wanted:
             return None
-        result = await self.call("user.get", {"FILTER": {"EMAIL": email.strip(), "ACTIVE": True}})
+        result = await self.call("user.get", {"FILTER": {"EMAIL": email.strip(), "ACTIVE": True}}, deadline=deadline)
         # user.get silently drops a filter key the scope does not allow and then returns
         # everyone (facts section 4): trust only what came back.
         matches = [
@@ -327,10 +362,13 @@ class BitrixClient:
         values = result.values() if isinstance(result, dict) else result if isinstance(result, list) else []
         return {str(scope) for scope in values}
 
-    async def notify(self, bitrix_user_id: int, message: str) -> None:
+    async def notify(self, bitrix_user_id: int, message: str, *, deadline: float | None = None) -> None:
         """Send a Bitrix24 system notification to one user (never retried once it may have run)."""
         result = await self._call(
-            "im.notify.system.add", {"USER_ID": int(bitrix_user_id), "MESSAGE": message}, idempotent=False
+            "im.notify.system.add",
+            {"USER_ID": int(bitrix_user_id), "MESSAGE": message},
+            idempotent=False,
+            deadline_at=self._deadline_at(deadline),
         )
         if result is False or result is None:
             raise BitrixMethodError("NOT_CREATED", method="im.notify.system.add")

@@ -16,9 +16,14 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from bot.errors import (
+    BitrixAuthError,
     BitrixBadAnswerError,
     BitrixError,
+    BitrixPermissionError,
+    BitrixPlanError,
+    BitrixPortalGoneError,
     BitrixRateLimitedError,
+    BitrixScopeError,
     BitrixTimeBudgetError,
     BitrixTransientError,
     error_from_envelope,
@@ -27,6 +32,7 @@ from bot.redact import RedactFilter, redact
 
 __all__ = [
     "BitrixStats",
+    "CircuitBreaker",
     "LeakyBucket",
     "RedactFilter",
     "Transport",
@@ -166,8 +172,8 @@ class LeakyBucket:
         self._level = max(0.0, self._level - (now - self._at) * self._drain)
         self._at = now
 
-    async def acquire(self) -> None:
-        """Wait until one more request fits in the bucket, then count it."""
+    async def acquire(self, deadline: float | None = None) -> None:
+        """Wait until one more request fits in the bucket, then count it; TimeoutError if not by `deadline`."""
         async with self._lock:
             while True:
                 self._leak()
@@ -176,7 +182,10 @@ class LeakyBucket:
                 if self._level + 1.0 <= self._capacity + 1e-6:
                     self._level += 1.0
                     return
-                await self._sleep(max(0.001, (self._level + 1.0 - self._capacity) / self._drain))
+                wait = max(0.001, (self._level + 1.0 - self._capacity) / self._drain)
+                if deadline is not None and self._monotonic() + wait > deadline:
+                    raise TimeoutError("no request slot before the deadline")
+                await self._sleep(wait)
 
     def saturate(self) -> None:
         """The server said the bucket is full (503): assume it is, so the next requests wait."""
@@ -213,7 +222,51 @@ class BitrixStats:
             self.http_429 += 1
 
 
+# -- fail fast ---------------------------------------------------------------------------------
+
+
+class CircuitBreaker:
+    """The fuse of one multi-request call: after a failure that would repeat, the rest fail fast."""
+
+    # A whole request that failed this way (after its own retries) will fail every other
+    # request of the same call the same way. Rate limiting is not among them: the bucket
+    # drains, so the remaining requests are paced and retried and the cycle finishes (SPEC 8).
+    TRIPS: tuple[type[BitrixError], ...] = (
+        BitrixAuthError,
+        BitrixScopeError,
+        BitrixPlanError,
+        BitrixPortalGoneError,
+        BitrixTimeBudgetError,
+        BitrixPermissionError,
+        BitrixTransientError,
+        BitrixBadAnswerError,
+    )
+
+    def __init__(self) -> None:
+        self.error: BitrixError | None = None
+
+    def trip(self, err: BitrixError) -> bool:
+        """Remember the first error of a tripping kind; True when this one tripped the breaker."""
+        if self.error is None and isinstance(err, self.TRIPS):
+            self.error = err
+            return True
+        return False
+
+
 # -- one webhook, with retries ----------------------------------------------------------------
+
+
+def _cut(timeout: httpx.Timeout, left: float) -> httpx.Timeout:
+    """Each phase's timeout, but none longer than the time left."""
+
+    def one(value: float | None) -> float:
+        return left if value is None else min(value, left)
+
+    return httpx.Timeout(connect=one(timeout.connect), read=one(timeout.read), write=one(timeout.write), pool=one(timeout.pool))
+
+
+def _timeout_error(method: str) -> BitrixTransientError:
+    return BitrixTransientError("TIMEOUT", method=method)
 
 
 class Transport:
@@ -241,24 +294,40 @@ class Transport:
         self._max_retry_seconds = max_retry_seconds
         self.stats = BitrixStats()
 
-    async def _attempt(self, method: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def _acquire(self, method: str, deadline_at: float | None) -> None:
+        """A slot in the bucket; a deadline that passes first is a TIMEOUT, and no request is made."""
+        try:
+            await self.bucket.acquire(deadline=deadline_at)
+        except TimeoutError:
+            raise _timeout_error(method) from None
+        if deadline_at is not None and deadline_at - self._monotonic() <= 0:
+            raise _timeout_error(method)
+
+    async def _attempt(self, method: str, payload: Mapping[str, Any], deadline_at: float | None) -> dict[str, Any]:
         """One HTTP request: returns the envelope or raises a typed error."""
-        await self.bucket.acquire()
         started = self._monotonic()
+        left = None if deadline_at is None else max(0.0, deadline_at - started)
+        timeout = httpx.USE_CLIENT_DEFAULT if left is None else _cut(self._http.timeout, left)
         status: int | None = None
         try:
             try:
-                response = await self._http.post(self._base + method, json=dict(payload))
-            except httpx.TimeoutException as err:
-                raise BitrixTransientError("TIMEOUT", method=method) from err
-            except httpx.ConnectError as err:
-                raise BitrixTransientError("CONNECT_ERROR", method=method) from err
-            except httpx.TransportError as err:
-                raise BitrixTransientError("NETWORK_ERROR", method=method) from err
-            except httpx.DecodingError as err:
-                raise BitrixBadAnswerError("UNDECODABLE_BODY", method=method) from err
-            except httpx.HTTPError as err:  # TooManyRedirects and anything httpx adds later
-                raise BitrixTransientError("HTTP_CLIENT_ERROR", method=method) from err
+                # httpx's timeouts are per phase (a trickling answer resets the read timeout):
+                # the deadline also caps the whole exchange.
+                async with asyncio.timeout(left):
+                    try:
+                        response = await self._http.post(self._base + method, json=dict(payload), timeout=timeout)
+                    except httpx.TimeoutException as err:
+                        raise _timeout_error(method) from err
+                    except httpx.ConnectError as err:
+                        raise BitrixTransientError("CONNECT_ERROR", method=method) from err
+                    except httpx.TransportError as err:
+                        raise BitrixTransientError("NETWORK_ERROR", method=method) from err
+                    except httpx.DecodingError as err:
+                        raise BitrixBadAnswerError("UNDECODABLE_BODY", method=method) from err
+                    except httpx.HTTPError as err:  # TooManyRedirects and anything httpx adds later
+                        raise BitrixTransientError("HTTP_CLIENT_ERROR", method=method) from err
+            except TimeoutError as err:
+                raise _timeout_error(method) from err
             status = response.status_code
             envelope = check_envelope(response, method)
         except BitrixError as err:
@@ -273,14 +342,30 @@ class Transport:
         """Exponential backoff with jitter: base * 2^(n-1), times 0.5 .. 1.5."""
         return min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + self.rng())
 
-    async def request(self, method: str, payload: Mapping[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
-        """Send with retries; return the checked envelope or raise the last typed error."""
-        slept = 0.0
+    async def request(
+        self,
+        method: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotent: bool = True,
+        deadline_at: float | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> dict[str, Any]:
+        """Send with retries; return the checked envelope or raise the last typed error.
+
+        Retries stop at max_attempts, when the next attempt would start more than
+        max_retry_seconds after the first one started (attempts included), when it would
+        start at or after `deadline_at` (monotonic), or once `breaker` has tripped.
+        """
+        first_started: float | None = None
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._attempt(method, payload)
+                await self._acquire(method, deadline_at)
+                if first_started is None:
+                    first_started = self._monotonic()
+                return await self._attempt(method, payload, deadline_at)
             except BitrixTimeBudgetError:
                 raise  # never retried; the caller blocks the method and logs that once
             except BitrixError as err:
@@ -289,14 +374,21 @@ class Transport:
                 if not should_retry(err, idempotent) or attempt >= self._max_attempts:
                     log.warning("bitrix %s failed: %s (HTTP %s), attempt %d", method, err.code, err.http_status, attempt)
                     raise
+                now = self._monotonic()
                 delay = self._backoff(attempt)
-                if slept + delay > self._max_retry_seconds:
-                    log.warning("bitrix %s failed: %s (HTTP %s), retry time used up", method, err.code, err.http_status)
+                why = None
+                if now + delay - (first_started if first_started is not None else now) > self._max_retry_seconds:
+                    why = "retry time used up"
+                elif deadline_at is not None and now + delay >= deadline_at:
+                    why = "deadline reached"
+                elif breaker is not None and breaker.error is not None:
+                    why = "another request of this call failed"
+                if why is not None:
+                    log.warning("bitrix %s failed: %s (HTTP %s), %s", method, err.code, err.http_status, why)
                     raise
                 log.info("bitrix %s: %s (HTTP %s), retry %d in %.1f s", method, err.code, err.http_status, attempt, delay)
                 self.stats.retries += 1
                 await self._sleep(delay)
-                slept += delay
 
 
 def should_retry(err: BitrixError, idempotent: bool) -> bool:
