@@ -1,6 +1,12 @@
 """Bitrix24 client package: the only code that knows Bitrix24 URLs, envelopes, batch and limits."""
 
-from bot.bitrix.budget import BUDGET_WINDOW, DEFAULT_BLOCK, TimeBudget
+from bot.bitrix.budget import (
+    BUDGET_WINDOW,
+    BULK_SHARE,
+    DEFAULT_BLOCK,
+    DEFAULT_LIMIT,
+    TimeBudget,
+)
 from bot.bitrix.client import (
     BATCH_SIZE,
     COUNTERS_IN_FLIGHT,
@@ -31,9 +37,11 @@ from bot.bitrix.transport import (
 __all__ = [
     "BATCH_SIZE",
     "BUDGET_WINDOW",
+    "BULK_SHARE",
     "COUNTERS_IN_FLIGHT",
     "COUNTERS_METHOD",
     "DEFAULT_BLOCK",
+    "DEFAULT_LIMIT",
     "INTERACTIVE_DEADLINE",
     "NO_ACCESS",
     "BatchResult",

@@ -39,6 +39,7 @@ from bot.errors import (
     BitrixError,
     BitrixMethodError,
     BitrixTimeBudgetError,
+    BitrixTransientError,
     error_from_envelope,
 )
 from bot.model import ROLES
@@ -74,6 +75,7 @@ class BitrixClient:
         rng: Callable[[], float] = random.random,
         max_attempts: int = 5,
         max_retry_seconds: float = 60.0,
+        budget: TimeBudget | None = None,
     ) -> None:
         self._base = normalize_webhook_url(webhook_url)
         self._bucket = bucket
@@ -89,7 +91,9 @@ class BitrixClient:
             max_attempts=max_attempts,
             max_retry_seconds=max_retry_seconds,
         )
-        self.budget = TimeBudget(wall=wall)
+        # The time budget shares the client's wall clock and sleep unless one is passed in
+        # (for another limit, or one restored from storage).
+        self.budget = budget if budget is not None else TimeBudget(wall=wall, sleep=sleep)
         install_log_redaction()
 
     def __repr__(self) -> str:
@@ -103,7 +107,7 @@ class BitrixClient:
     # -- time budget ------------------------------------------------------------------
 
     def method_time_used(self, method: str, now: float | None = None) -> float:
-        """Seconds of `method` execution reported over the last 10 minutes (sliding)."""
+        """Seconds of `method` execution counted over the last 10 minutes (sliding), as the budget sees it."""
         return self.budget.used(method, now)
 
     def last_operating(self, method: str) -> Operating | None:
@@ -141,7 +145,12 @@ class BitrixClient:
             err.retry_after = max(self.budget.block(m) for m in budget_methods)
             err.args = (str(err),)
             raise
-        self.budget.record(method, envelope.get("time"), count_duration=method != "batch")
+        if method != "batch":
+            duration = self.budget.record(method, envelope.get("time"))
+            if duration is not None:
+                self.budget.note_cost(method, [duration])
+        else:
+            self.budget.record(method, envelope.get("time"), count_duration=False)
         return envelope
 
     # -- public calls ---------------------------------------------------------------------
@@ -215,6 +224,7 @@ class BitrixClient:
         results: dict[str, Any] = {}
         errors: dict[str, BitrixError] = {}
         times: dict[str, float] = {}
+        costs: dict[str, list[float]] = {}
         blocked: set[str] = set()
         for key, (method, _) in commands.items():
             if key in raw_errors:
@@ -233,9 +243,14 @@ class BitrixClient:
             elif key in raw_results:
                 results[key] = raw_results[key]
             if key in raw_times:
-                duration = self.budget.record(method, raw_times[key])
+                duration = self.budget.record(method, raw_times[key], count_duration=False)
                 if duration is not None:
                     times[key] = duration
+                    costs.setdefault(method, []).append(duration)
+        # One entry per method and answer: a 10,000-user cycle keeps 200 entries, not 10,000.
+        for method, durations in costs.items():
+            self.budget.spend(method, sum(durations))
+            self.budget.note_cost(method, durations)
         return BatchResult(results, errors, times)
 
     async def counters(
@@ -243,13 +258,16 @@ class BitrixClient:
         bitrix_user_ids: Sequence[int],
         roles: Sequence[str] = ROLES,
         *,
+        bulk: bool = False,
         deadline: float | None = None,
     ) -> dict[int, dict[str, CounterResult]]:
         """Read counters per user and role, all roles of a user in one batch (50 // len(roles) users each).
 
         Once one batch has failed as a whole in a way that would repeat (auth, scope, plan,
         portal gone, time budget, permission, transient, bad answer), the batches not yet
-        sent get that error without a request. `deadline` (seconds) bounds the whole call.
+        sent get that error without a request. `bulk` (polls, digests) paces each batch
+        under the bulk share of the time budget, waiting when needed; an interactive read
+        (bulk=False) never waits for the budget. `deadline` (seconds) bounds the whole call.
         """
         deadline_at = self._deadline_at(deadline)
         breaker = CircuitBreaker()
@@ -281,13 +299,26 @@ class BitrixClient:
                     key: (COUNTERS_METHOD, {"userId": bitrix_user_id, "groupId": 0, "type": role})
                     for key, (bitrix_user_id, role) in keys.items()
                 }
+                reserved = 0.0
+                # A batch that timed out, answered oddly or was cancelled may still have run
+                # on the server: its estimate then stays counted as spent.
+                outcome_unknown = True
                 try:
+                    if bulk:
+                        self.budget.check_blocked([COUNTERS_METHOD])  # do not wait for a blocked method
+                        estimate = self.budget.estimate(COUNTERS_METHOD, len(commands))
+                        await self.budget.reserve(COUNTERS_METHOD, estimate, bulk=True)
+                        reserved = estimate
                     result = await self._batch(commands, deadline_at=deadline_at, breaker=breaker)
+                    outcome_unknown = False  # its real costs were recorded from result_time
                 except BitrixError as err:
+                    outcome_unknown = isinstance(err, (BitrixTransientError, BitrixBadAnswerError))
                     fill(group, err)
                     if breaker.trip(err):
                         log.warning("bitrix counters: %s %s stops the remaining batches", err.kind, err.code)
                     continue
+                finally:
+                    self.budget.settle(COUNTERS_METHOD, reserved, spent=reserved if outcome_unknown else None)
                 for key, (bitrix_user_id, role) in keys.items():
                     cell: CounterResult
                     if key in result.errors:
