@@ -25,9 +25,7 @@ from bot.texts import t
 log = logging.getLogger(__name__)
 
 COUNTERS_METHOD = "tasks.task.counters.get"
-TIME_BUDGET_SECONDS = 480.0  # per method per 10 minutes: the Bitrix24 docs' example limit
-TIME_BUDGET_SHARE = 0.8  # keep a fifth of the budget for /counters, digests and other apps
-BUDGET_WINDOW = 600.0
+BUDGET_KEY = "time_budget"  # the client's time-budget window, kept across restarts (meta)
 NOTICE_REPEAT_SECONDS = 6 * 3600.0
 TRANSIENT_MIN_SECONDS = 300.0
 TRANSIENT_MIN_CYCLES = 2
@@ -102,15 +100,6 @@ def notice_decisions(
     return out, notices
 
 
-def budget_interval(cycle_method_seconds: float, interval: float) -> float:
-    """The poll interval that keeps the counters method under its share of the 10-minute time budget."""
-    allowed = TIME_BUDGET_SECONDS * TIME_BUDGET_SHARE
-    if cycle_method_seconds <= 0:
-        return interval
-    cycles = allowed / cycle_method_seconds  # cycles that fit in one window
-    return max(interval, BUDGET_WINDOW / cycles) if cycles > 0 else BUDGET_WINDOW
-
-
 def rate_bound_seconds(requests: int, rate: float, burst: int) -> float:
     """How long `requests` take under the client leaky bucket: a burst at once, then `rate` a second."""
     return max(0.0, (requests - burst) / rate)
@@ -157,12 +146,14 @@ class Coordinator:
 
     async def restore(self) -> None:
         """Read back what the last run knew: failing cycles, the stretch notice, the last good cycle."""
+        self._bitrix.budget.restore(await meta.get_json(self._storage.db, BUDGET_KEY), self._clock.timestamp())
         saved = await meta.get_json(self._storage.db, STATE_KEY) or {}
         self._failing_cycles = int(saved.get("failing_cycles", 0))
         self._told_stretch = bool(saved.get("told_stretch", False))
         self.effective_interval = max(float(self._settings.poll_interval_seconds), float(saved.get("interval", 0)))
 
     async def _save_state(self, db: Db) -> None:
+        await meta.put_json(db, BUDGET_KEY, self._bitrix.budget.export())
         await meta.put_json(
             db,
             STATE_KEY,
@@ -199,7 +190,6 @@ class Coordinator:
         self._metrics.active_users.set(len(who))
         by_bitrix = {a.link.bitrix_user_id: a for a in who.values()}
         requests_before = self._bitrix.stats.requests_total
-        method_before = self._bitrix.method_time_used(COUNTERS_METHOD)
         results: dict[int, CounterResult] = {}
         if by_bitrix:
             read = await self._bitrix.counters(list(by_bitrix), ("view_all",), bulk=True)
@@ -237,7 +227,7 @@ class Coordinator:
         if failed and cause is None:
             log.info("poll cycle: %d of %d users could not be read; their state is kept", failed, len(results))
         self._remember()
-        stretch = self._pace(len(results), self._bitrix.method_time_used(COUNTERS_METHOD) - method_before, result.seconds)
+        stretch = self._pace(len(results), result.seconds)
         await self._admin_notices(cause, error, stretch)
         return result
 
@@ -305,10 +295,15 @@ class Coordinator:
     def _message(who: Audience, kind: str, text: str, markup: str | None = None, not_before: float = 0.0) -> OutgoingMessage:
         return OutgoingMessage(who.link.chat_id, who.link.telegram_user_id, kind, text, markup, not_before)
 
-    def _pace(self, users_count: int, method_seconds: float, cycle_seconds: float) -> dict[str, Any] | None:
-        """The interval the next cycle needs (rate bound, time budget, this cycle's length); the figures when stretched."""
+    def _pace(self, users_count: int, cycle_seconds: float) -> dict[str, Any] | None:
+        """The interval the next cycle needs (rate bound, time budget, this cycle's length); the figures when stretched.
+
+        The client itself never lets bulk reads pass their share of the time budget in any
+        10-minute window (it waits before a batch); this only schedules the next cycle and
+        tells admins once that cycles take longer than POLL_INTERVAL_SECONDS.
+        """
         interval = float(self._settings.poll_interval_seconds)
-        by_budget = budget_interval(method_seconds, interval)
+        by_budget = self._bitrix.budget.stretch_needed(COUNTERS_METHOD, users_count, interval) or 0.0
         by_rate = rate_bound_seconds(
             math.ceil(users_count / 50), self._settings.bitrix24_requests_per_second, self._settings.bitrix24_burst
         )

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
-from bot.bitrix import redact as redact_webhook
+from bot.redact import redact
 
-_PATTERNS = (
-    (re.compile(r"/bot\d+:[A-Za-z0-9_-]+"), "/bot<redacted>"),
-    (re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}"), "<redacted-token>"),
-)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove bot tokens, webhook codes and the given secret strings from text."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<redacted>")
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return redact_webhook(text)
+__all__ = ["RedactingFormatter", "redact", "setup_logging"]
 
 
 class RedactingFormatter(logging.Formatter):

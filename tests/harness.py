@@ -12,7 +12,7 @@ from telegram.request import HTTPXRequest
 
 from bot.app import build_application
 from bot.services import Services
-from bot.bitrix import BitrixClient, LeakyBucket, build_http_client
+from bot.bitrix import BitrixClient, LeakyBucket, TimeBudget, build_http_client
 from bot.config import Settings, load_settings
 from bot.delivery import DeliveryLimiter, OutboxWorker
 from bot.storage import Storage
@@ -58,7 +58,13 @@ class Harness:
         self.storage = await Storage.open(self.settings.database_path)
         self._http = build_http_client(transport=self.b24_transport())
         bucket = LeakyBucket(self.settings.bitrix24_requests_per_second, self.settings.bitrix24_burst)
-        self.bitrix = BitrixClient(self.settings.bitrix24_webhook_url, self._http, bucket, sleep=_no_sleep)
+        # The time budget lives on the bot's (fake) clock, as does the fake portal's accounting;
+        # waiting for it moves that clock instead of sleeping. Retry backoffs do not wait at all.
+        self.b24.clock = self.clock.timestamp
+        budget = TimeBudget(wall=self.clock.timestamp, sleep=self._advance)
+        self.bitrix = BitrixClient(
+            self.settings.bitrix24_webhook_url, self._http, bucket, sleep=_no_sleep, wall=self.clock.timestamp, budget=budget
+        )
         self.services = Services(settings=self.settings, storage=self.storage, clock=self.clock, bitrix=self.bitrix)
         transport = self.tg.transport()
         self.app = build_application(
@@ -69,6 +75,10 @@ class Harness:
         )
         await self.app.initialize()
         return self
+
+    async def _advance(self, seconds: float) -> None:
+        self.clock.advance(seconds=max(seconds, 0.0))
+        await asyncio.sleep(0)
 
     def b24_transport(self) -> Any:
         """The Bitrix24 fake as an httpx transport."""

@@ -324,8 +324,10 @@ async def test_a_transient_failure_then_success_returns_the_result_after_one_bac
 
 async def test_backoff_grows_exponentially_with_jitter(fake, clock, http):
     rolls = iter([0.0, 1.0, 0.25, 0.75])
-    client = make_client(fake, clock, http)
-    client._rng = lambda: next(rolls)
+    client = BitrixClient(
+        WEBHOOK, http, LeakyBucket(monotonic=clock.now, sleep=clock.sleep),
+        monotonic=clock.now, wall=clock.now, sleep=clock.sleep, rng=lambda: next(rolls),
+    )
     fake.push(Scripted.error(500, "INTERNAL_SERVER_ERROR"), times=4)
     await client.profile()
     assert clock.sleeps == [0.5, 3.0, 3.0, 10.0]  # 1*0.5, 2*1.5, 4*0.75, 8*1.25
@@ -852,7 +854,7 @@ async def test_the_webhook_code_never_reaches_a_log_record_or_an_error_text(fake
             texts += [str(err), repr(err), err.text("en"), err.text("ru"), *map(str, err.args)]
             logging.getLogger("bot.test").warning("failed", exc_info=True)
         fake.script.clear()
-        client._blocked_until.clear()
+        client.budget._blocked_until.clear()
     bad = BitrixClient(
         "https://corp.bitrix24.test/rest/1/anothersecretcode/", http, LeakyBucket(monotonic=clock.now, sleep=clock.sleep),
         wall=clock.now, monotonic=clock.now, sleep=clock.sleep,

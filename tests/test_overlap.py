@@ -167,8 +167,9 @@ async def test_forget_while_the_digest_reads_keeps_the_rest_of_the_batch(tmp_pat
 
 async def test_twelve_guesses_at_once_kill_the_code_after_five_and_never_link(tmp_path: Path) -> None:
     h = portal(tmp_path)
-    async with h, h.polling():
+    async with h:
         await h.say(42, f"/link {ANNA}")
+    async with h, h.polling():
         right = code_sent_to(h, ANNA)
         wrong = [f"{(int(right) + n) % 1_000_000:06d}" for n in range(1, 12)]
         answers = await h.together(*[h.tg.message(42, f"/verify {c}") for c in [*wrong, right]], answers=12, chat_id=42)

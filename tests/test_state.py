@@ -238,3 +238,22 @@ async def test_a_stored_zone_the_system_does_not_know_stops_only_that_user(tmp_p
         assert len(digests(h, 43)) == 1 and digests(h, 42) == []
         metrics = h.services.metrics.render().decode()
         assert 'bot_worker_errors_total{worker="poll_user"} 1.0' in metrics
+
+
+async def test_a_time_blocked_method_stays_blocked_across_a_restart(tmp_path: Path) -> None:
+    first = portal(tmp_path)
+    async with first as h:
+        await linked(h)
+        fail_requests(h, 429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", times=1)
+        result = await h.poll()
+        assert result.cause == "time_budget"
+    second = Harness(tmp_path, clock=first.clock)
+    second.b24, second.tg = first.b24, first.tg
+    async with second as h:
+        await h.services.coordinator.restore()
+        before = h.b24.request_count()
+        h.clock.advance(minutes=5)
+        result = await h.poll()
+        assert result.cause == "time_budget" and h.b24.request_count() == before  # no request into a blocked method
+        h.clock.advance(minutes=6)
+        assert (await h.poll()).cause is None

@@ -173,7 +173,7 @@ async def stats_command(update: Update, context: BotContext) -> None:
         last_poll = t(lang, "stats_poll_failed", time=stamp, cause=result.cause)
     requests, failed = coordinator.requests_last_hour()
     outcomes = await outbox.outcomes(services.storage.db, services.clock.timestamp() - 3600)
-    from bot.coordinator import COUNTERS_METHOD, TIME_BUDGET_SECONDS
+    from bot.coordinator import COUNTERS_METHOD
 
     await reply(
         update,
@@ -187,7 +187,7 @@ async def stats_command(update: Update, context: BotContext) -> None:
             requests=requests,
             failed=failed,
             budget=round(services.bitrix.method_time_used(COUNTERS_METHOD), 1),
-            budget_limit=round(TIME_BUDGET_SECONDS),
+            budget_limit=round(services.bitrix.budget.limit),
             sent=outcomes.get("sent", 0),
             msg_failed=outcomes.get("failed", 0),
             queued=await outbox.queued_count(services.storage.db),

@@ -105,6 +105,8 @@ class Recorded:
     params: dict[str, Any]
     time: float
     status: int = 0
+    # The read timeout the client gave this request (httpx's request extensions), if known.
+    timeout: float | None = None
 
 
 def php_parse_query(query: str) -> dict[str, Any]:
@@ -180,6 +182,11 @@ class FakeBitrix:
         # Whole-method failures: method -> (status, code, description).
         self.method_errors: dict[str, tuple[int, str, str]] = {}
         self.clock: Callable[[], float] = time.time
+        # When set, a scripted delay moves the (fake) clock to at least arrival + delay
+        # instead of sleeping (so requests in flight together overlap), and an answer slower
+        # than the request's read timeout becomes httpx.ReadTimeout at arrival + that
+        # timeout, as a real socket would; Scripted.read_timeout() costs the whole timeout.
+        self.wait_until: Callable[[float], None] | None = None
         # Leaky bucket (off unless limit() is called).
         self._limit_on = False
         self._rate = 2.0
@@ -251,7 +258,8 @@ class FakeBitrix:
             m = _PATH.match(parsed.path)
             method = m.group(3) if m else parsed.path
             params = self._params(request, parsed.query)
-            record = Recorded(method=method, params=params, time=now)
+            read_timeout = (request.extensions.get("timeout") or {}).get("read")
+            record = Recorded(method=method, params=params, time=now, timeout=read_timeout)
             self.requests.append(record)
             for index, candidate in enumerate(self.script):
                 if candidate.match is None or candidate.match(method, params):
@@ -263,7 +271,14 @@ class FakeBitrix:
                 scripted.arrived.set()
             if scripted.gate is not None and not scripted.gate.wait(30):
                 raise httpx.ReadTimeout("the test never opened the gate", request=request)
-            if scripted.delay:
+            if self.wait_until is not None:
+                waited = float("inf") if scripted.timeout else scripted.delay
+                if read_timeout is not None and waited > read_timeout:
+                    self.wait_until(now + read_timeout)
+                    raise httpx.ReadTimeout("no answer from the fake in time", request=request)
+                if scripted.delay:
+                    self.wait_until(now + scripted.delay)
+            elif scripted.delay:
                 time.sleep(scripted.delay)
             if scripted.drop:
                 raise httpx.ConnectError("connection dropped by the fake", request=request)
