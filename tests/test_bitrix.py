@@ -10,7 +10,6 @@ from typing import Any
 import certifi
 import httpx
 import pytest
-
 from bot.bitrix import (
     COUNTERS_IN_FLIGHT,
     NO_ACCESS,
@@ -37,29 +36,10 @@ from bot.errors import (
     BitrixTransientError,
 )
 from bot.model import ROLES
+
+from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock
 from tests.fakes.bitrix import FakeBitrix, Scripted, batch_with_user, php_parse_query
 from tests.fakes.server import LoopbackServer, mock_transport
-
-CODE = "fakewebhookcode0123456789"
-WEBHOOK = f"https://corp.bitrix24.test/rest/1/{CODE}/"
-COUNTERS = "tasks.task.counters.get"
-T0 = 1_800_000_000.0
-
-
-class FakeClock:
-    """Shared fake monotonic + wall clock; sleeping advances it instead of waiting."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.t = start
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-
 from bot.bitrix import (
     BULK_SHARE,
     DEFAULT_LIMIT,
@@ -21,29 +20,10 @@ from bot.bitrix import (
 )
 from bot.errors import BitrixTimeBudgetError
 from bot.model import ROLES
+
+from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock
 from tests.fakes.bitrix import FakeBitrix, Scripted
 from tests.fakes.server import mock_transport
-
-CODE = "fakewebhookcode0123456789"
-WEBHOOK = f"https://corp.bitrix24.test/rest/1/{CODE}/"
-COUNTERS = "tasks.task.counters.get"
-T0 = 1_800_000_000.0
-
-
-class FakeClock:
-    """One fake clock for the client (monotonic, wall, sleep), its budget and the fake portal."""
-
-    def __init__(self) -> None:
-        self.t = T0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 @pytest.fixture

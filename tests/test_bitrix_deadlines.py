@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from bot.bitrix import (
     COUNTERS_IN_FLIGHT,
     INTERACTIVE_DEADLINE,
@@ -20,32 +19,10 @@ from bot.bitrix import (
 )
 from bot.errors import BitrixRateLimitedError, BitrixTransientError
 from bot.model import ROLES
+
+from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock
 from tests.fakes.bitrix import FakeBitrix, Scripted, batch_with_user, php_parse_query
 from tests.fakes.server import LoopbackServer, mock_transport
-
-CODE = "fakewebhookcode0123456789"
-WEBHOOK = f"https://corp.bitrix24.test/rest/1/{CODE}/"
-COUNTERS = "tasks.task.counters.get"
-T0 = 1_800_000_000.0
-
-
-class FakeClock:
-    """One fake clock for the client (monotonic, wall, sleep) and the fake portal."""
-
-    def __init__(self) -> None:
-        self.t = T0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def wait_until(self, t: float) -> None:
-        self.t = max(self.t, t)
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
