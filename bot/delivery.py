@@ -85,7 +85,7 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
         self._next_slot = 0.0
         self._chat_next: dict[Any, float] = {}
         self._paused_until = 0.0
-        self._interactive_waiting = 0
+        self._interactive_waiting: dict[Any, int] = {}  # chat_id -> interactive sends waiting for it
         self._cond = asyncio.Condition()
         self.retry_after_received = 0
 
@@ -100,40 +100,49 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
         self._paused_until = max(self._paused_until, self._monotonic() + seconds)
 
     async def acquire(self, chat_id: Any, bulk: bool) -> None:
-        """Wait for a slot for one message to chat_id."""
+        """Wait for a slot for one message to chat_id; bulk yields only to interactive work that is ready."""
         async with self._cond:
             if not bulk:
-                self._interactive_waiting += 1
+                self._interactive_waiting[chat_id] = self._interactive_waiting.get(chat_id, 0) + 1
             try:
                 while True:
                     now = self._monotonic()
-                    if bulk and self._interactive_waiting:
-                        wait = 0.05
-                    else:
-                        wait = max(
-                            self._next_slot - now,
-                            self._chat_next.get(chat_id, 0.0) - now,
-                            self._paused_until - now,
-                        )
-                        if wait <= 0:
-                            # Keep to the 40 ms grid: a waiter woken a little late (event-loop
-                            # latency) must not push every later slot back, or the rate drifts
-                            # below 25/s. After a pause longer than one slot, start a fresh grid.
-                            if now - self._next_slot > self._spacing:
-                                self._next_slot = now
-                            self._next_slot += self._spacing
-                            self._chat_next[chat_id] = now + self._per_chat
-                            if len(self._chat_next) > 50_000:
-                                self._chat_next = {k: v for k, v in self._chat_next.items() if v > now}
-                            return
+                    wait = max(
+                        self._next_slot - now,
+                        self._chat_next.get(chat_id, 0.0) - now,
+                        self._paused_until - now,
+                    )
+                    if wait <= 0 and bulk and self._interactive_ready(now):
+                        # An interactive send could take this slot: let it (it notifies when it has).
+                        wait = self._spacing
+                    elif wait <= 0:
+                        # Keep to the 40 ms grid: a waiter woken a little late (event-loop
+                        # latency) must not push every later slot back, or the rate drifts
+                        # below 25/s. After a pause longer than one slot, start a fresh grid.
+                        if now - self._next_slot > self._spacing:
+                            self._next_slot = now
+                        self._next_slot += self._spacing
+                        self._chat_next[chat_id] = now + self._per_chat
+                        if len(self._chat_next) > 50_000:
+                            self._chat_next = {k: v for k, v in self._chat_next.items() if v > now}
+                        return
                     try:
                         await asyncio.wait_for(self._cond.wait(), timeout=wait)
                     except TimeoutError:
                         pass
             finally:
                 if not bulk:
-                    self._interactive_waiting -= 1
+                    self._interactive_waiting[chat_id] -= 1
+                    if not self._interactive_waiting[chat_id]:
+                        del self._interactive_waiting[chat_id]
                 self._cond.notify_all()
+
+    def _interactive_ready(self, now: float) -> bool:
+        """Whether an interactive send waits whose chat's second is over (a pause holds everyone alike).
+
+        One that only waits for its own chat's slot must not hold bulk messages to other chats.
+        """
+        return any(self._chat_next.get(c, 0.0) <= now for c in self._interactive_waiting)
 
     async def process_request(
         self,

@@ -377,15 +377,38 @@ async def test_an_interactive_answer_waits_behind_at_most_one_bulk_message(tmp_p
 
         for answer in range(3):
             queued_ahead = len(r.fake.sent())
-            await r.bot.send_message(chat_id=99, text=f"answer {answer}")
+            # Each answer goes to its own chat, so it is ready at once: one to a chat that answered
+            # 0.1 s ago waits for that chat's second, and bulk to other chats rightly goes meanwhile.
+            await r.bot.send_message(chat_id=97 + answer, text=f"answer {answer}")
             texts = r.fake.texts()
             position = texts.index(f"answer {answer}")
             assert position - queued_ahead <= 1, texts[queued_ahead : position + 1]
-            await asyncio.sleep(0.1)  # let a few bulk messages go between the answers (per-chat 1/s)
+            await asyncio.sleep(0.1)  # let a few bulk messages go between the answers
 
         assert len([t for t in r.fake.texts() if t.startswith("digest")]) < 40  # bulk was still busy
         await r.drain()
         assert sorted(r.fake.texts()) == sorted([f"answer {a}" for a in range(3)] + [f"digest {i}" for i in range(40)])
+
+
+async def test_a_bulk_message_to_an_idle_chat_does_not_wait_while_interactive_ones_keep_their_chats_second(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path) as r:
+        r.start()
+        answers = [asyncio.create_task(r.bot.send_message(chat_id=1, text=f"answer {n}")) for n in range(8)]
+        await wait_until(lambda: len(r.fake.sent(1)) == 1)  # the other 7 now wait for chat 1's next second
+        queued_at = time.monotonic()
+        (row_id,) = await r.queue((2, "digest"))
+        await wait_until(lambda: bool(r.fake.sent(2)), timeout=3.0)
+        bulk_at = next(c.at for c in r.fake.calls if c.method == "sendMessage" and c.params["chat_id"] == 2)
+        assert bulk_at - queued_at < 0.2  # not behind the 7 answers that are only pacing their own chat
+        await asyncio.gather(*answers)
+
+        at = [c.at for c in r.fake.calls if c.method == "sendMessage" and c.params["chat_id"] == 1]
+        assert sorted(r.fake.texts(1)) == [f"answer {n}" for n in range(8)]
+        assert min(b - a for a, b in zip(at, at[1:])) >= 0.97  # chat 1 still gets one a second
+        assert r.fake.texts(2) == ["digest"]
+        assert (await r.rows())[row_id]["status"] == "sent"
 
 
 async def test_sends_respect_25_per_second_overall_and_1_per_second_per_chat(tmp_path: Path) -> None:
