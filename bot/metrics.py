@@ -51,6 +51,9 @@ class Metrics:
         )
         self.messages = Counter("bot_messages", "Outgoing bulk messages by outcome", ["outcome"], registry=r)
         self.queue_length = Gauge("bot_outbox_queued", "Bulk messages waiting in the outbox", registry=r)
+        self.worker_errors = Counter(
+            "bot_worker_errors", "Errors caught at the top of a background worker or job", ["worker"], registry=r
+        )
 
     def watch(self, services: Any) -> None:
         """Export the Bitrix24 client's and the coordinator's figures too."""

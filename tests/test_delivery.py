@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import httpx
+import pytest
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.delivery import DeliveryLimiter, OutboxWorker
 from bot.metrics import Metrics
 from bot.storage import OutgoingMessage, Storage
+from bot.supervise import Backoff, WorkerHealth
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram
 
@@ -343,6 +346,69 @@ async def test_queued_rows_are_sent_after_a_restart_on_the_same_database(tmp_pat
         rows = await r.rows()
         assert [rows[i]["status"] for i in ids] == ["sent", "sent"]
         assert r.fake.texts() == ["a", "b"]
+
+
+# ---- database errors -------------------------------------------------------------------------------
+
+
+def failing(calls: list[int], times: int, real: Callable[..., Any]) -> Callable[..., Any]:
+    """A stand-in for a Storage method: SQLITE_BUSY for the first `times` calls, then the real one."""
+
+    async def method(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= times:
+            raise sqlite3.OperationalError("database is locked")
+        return await real(*args, **kwargs)
+
+    return method
+
+
+def quick_worker(r: Rig, metrics: Metrics) -> OutboxWorker:
+    """The rig's worker with a backoff of milliseconds, so a test sees several rounds of it."""
+    health = WorkerHealth("outbox", metrics.worker_errors, backoff=Backoff(first=0.01, cap=0.04))
+    return OutboxWorker(r.storage, r.bot, r.clock, metrics, idle_wait=0.02, health=health)
+
+
+async def test_the_worker_outlives_database_errors_in_its_loop_and_then_sends_the_message_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with rig(tmp_path) as r:
+        metrics = Metrics()
+        r.worker = quick_worker(r, metrics)
+        (row_id,) = await r.queue((20, "digest"))
+        calls: list[int] = []
+        monkeypatch.setattr(r.storage, "outbox_due", failing(calls, 4, r.storage.outbox_due))
+        r.start()
+        await wait_until(lambda: bool(r.fake.sent(20)))
+        await asyncio.sleep(0.2)  # more rounds: nothing is sent again
+
+        assert len(calls) > 5  # it went on after the four failures
+        assert r.fake.attempts(20) == ["digest"]
+        row = (await r.rows())[row_id]
+        assert (row["status"], row["attempts"]) == ("sent", 1)
+        assert metrics.registry.get_sample_value("bot_worker_errors_total", {"worker": "outbox"}) == 4
+        assert r.worker.health.failing_since is None  # recovered
+        await r.stop()  # returns quietly: nothing to re-raise
+
+
+async def test_a_database_error_before_the_send_keeps_the_row_queued_and_it_is_sent_once_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with rig(tmp_path, limiter=DeliveryLimiter(per_chat_interval=0.0)) as r:
+        metrics = Metrics()
+        r.worker = quick_worker(r, metrics)
+        (row_id,) = await r.queue((21, "digest"))
+        calls: list[int] = []
+        monkeypatch.setattr(r.storage, "outbox_mark_sending", failing(calls, 2, r.storage.outbox_mark_sending))
+        r.start()
+        await wait_until(lambda: bool(r.fake.sent(21)))
+        await asyncio.sleep(0.2)
+
+        assert len(calls) == 3  # failed twice before the call went out, then marked and sent
+        assert r.fake.attempts(21) == ["digest"]
+        row = (await r.rows())[row_id]
+        assert (row["status"], row["attempts"], row["error"]) == ("sent", 1, None)
+        assert metrics.registry.get_sample_value("bot_worker_errors_total", {"worker": "outbox"}) == 2
 
 
 # ---- stale alerts ----------------------------------------------------------------------------------
