@@ -236,3 +236,47 @@ class Supervisor:
                 log.warning("closing a background service failed", exc_info=True)
         self._closers.clear()
 
+
+# ---- shutdown helpers --------------------------------------------------------------------------
+
+# PTB's own loops, which end by themselves once Application.stop() has queued its stop signal;
+# cancelling them would abort stop() half-way (the JobQueue would never be shut down).
+_LEFT_TO_PTB = (":update_fetcher", ":persistence_updater")
+
+
+async def within(what: str, step: Awaitable[Any], timeout: float) -> bool:
+    """One shutdown step, cancelled after `timeout` seconds; False (logged) when it was cut or failed. Never raises."""
+    try:
+        await asyncio.wait_for(step, timeout=max(0.0, timeout))
+        return True
+    except TimeoutError:
+        log.warning("shutdown: %s did not finish within %.1f s; cut short", what, timeout)
+    except Exception:  # the top of a shutdown step: the next steps must still run
+        log.error("shutdown: %s failed", what, exc_info=True)
+    return False
+
+
+def _describe(task: asyncio.Task[Any]) -> str:
+    name = task.get_name()
+    if name.startswith("Task-"):
+        coro = task.get_coro()
+        return getattr(coro, "__qualname__", name)
+    return name.rsplit(":", 1)[-1]  # PTB's names carry the bot's id; the kind of task is enough
+
+
+async def cut_stragglers(before: set[asyncio.Task[Any]], keep: set[asyncio.Task[Any]], grace: float) -> list[str]:
+    """Cancel the tasks started since `before` that still run (handlers, jobs); log and return what was cut."""
+    current = asyncio.current_task()
+    cut = [
+        t for t in asyncio.all_tasks()
+        if t not in before and t not in keep and t is not current and not t.done()
+        and not t.get_name().endswith(_LEFT_TO_PTB)
+    ]
+    for task in cut:
+        task.add_done_callback(_retrieve)
+        task.cancel()
+    names = sorted(_describe(t) for t in cut)
+    if cut:
+        log.warning("shutdown budget spent: cancelled %d tasks still running: %s", len(cut), ", ".join(names))
+        await asyncio.wait(cut, timeout=max(0.0, grace))
+    return names
