@@ -8,6 +8,7 @@ shields a running job from the scheduler's own cancellation, and Application.sto
 from __future__ import annotations
 
 import logging
+
 from telegram.ext import Application, ContextTypes
 
 from bot import health
@@ -21,10 +22,18 @@ RECHECK_SECONDS = 24 * 3600
 MIN_GAP_SECONDS = 1.0
 
 
+def _supervisor(services: object) -> Supervisor:
+    """The supervisor start() set up; the jobs run only after it."""
+    supervisor = supervisor_of(services)
+    if supervisor is None:
+        raise RuntimeError("jobs run only after jobs.start()")
+    return supervisor
+
+
 async def poll_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     """One poll cycle, then the next one after the (possibly stretched) interval; sooner, with backoff, after an error."""
     services = context.application.bot_data["services"]
-    supervisor = supervisor_of(services)
+    supervisor = _supervisor(services)
     started = services.clock.timestamp()
     outcome = await supervisor.guard("poll", services.coordinator.poll_cycle)
     if outcome is Outcome.STOPPED or supervisor.stopping.is_set():
@@ -39,13 +48,13 @@ async def poll_job(context: ContextTypes.DEFAULT_TYPE) -> None:
 async def digest_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     """Queue the digests that fall due."""
     services = context.application.bot_data["services"]
-    await supervisor_of(services).guard("digests", services.coordinator.digest_tick)
+    await _supervisor(services).guard("digests", services.coordinator.digest_tick)
 
 
 async def recheck_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     """Daily: unlink users no longer active in Bitrix24."""
     services = context.application.bot_data["services"]
-    await supervisor_of(services).guard("recheck", services.coordinator.recheck_links)
+    await _supervisor(services).guard("recheck", services.coordinator.recheck_links)
 
 
 async def start(app: Application) -> None:
@@ -69,6 +78,7 @@ async def start(app: Application) -> None:
         server = await health.serve(app, services.settings.health_port)
 
         async def close_health() -> None:
+            """Close the health endpoint."""
             server.close()
             await server.wait_closed()
 

@@ -159,6 +159,7 @@ class Supervisor:
         self._tasks[name] = task
 
         def ended(done: asyncio.Task[None]) -> None:
+            """A worker's task is over: expected only once stopping."""
             if self.stopping.is_set():
                 return
             health.dead = True

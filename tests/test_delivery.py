@@ -355,6 +355,7 @@ def failing(calls: list[int], times: int, real: Callable[..., Any]) -> Callable[
     """A stand-in for a Storage method: SQLITE_BUSY for the first `times` calls, then the real one."""
 
     async def method(*args: Any, **kwargs: Any) -> Any:
+        """Fail the first calls, then pass them on."""
         calls.append(1)
         if len(calls) <= times:
             raise sqlite3.OperationalError("database is locked")

@@ -30,6 +30,7 @@ class Silent(httpx.AsyncBaseTransport):
         self.cancelled = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Hang while silent, else pass the request to the fake."""
         if self.silent:
             self.waiting += 1
             try:
@@ -44,11 +45,13 @@ class SilentPortal(Harness):
     """The harness with a Bitrix24 that can fall silent."""
 
     def b24_transport(self) -> Any:
+        """The fake's transport, wrapped so it can fall silent."""
         self.b24_wire = Silent(super().b24_transport())
         return self.b24_wire
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Poll predicate() every 10 ms; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"

@@ -34,7 +34,10 @@ class Ticks:
         return self.now
 
 
-def supervised(h: Harness, ticks: Ticks, backoff: Backoff = Backoff(first=0.01, cap=0.04)) -> Supervisor:
+QUICK = Backoff(first=0.01, cap=0.04)
+
+
+def supervised(h: Harness, ticks: Ticks, backoff: Backoff = QUICK) -> Supervisor:
     """Give the bot a supervisor with a hand-moved clock and a short backoff (jobs.start uses it)."""
     supervisor = Supervisor(h.services.metrics.worker_errors, backoff=backoff, monotonic=ticks)
     h.services.supervisor = supervisor
@@ -42,6 +45,7 @@ def supervised(h: Harness, ticks: Ticks, backoff: Backoff = Backoff(first=0.01, 
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Poll predicate() every 10 ms; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -70,6 +74,7 @@ def failing_until(released: asyncio.Event, failures: list[float], real: Callable
     """A stand-in for a method: sqlite3.OperationalError until `released` is set, then the real one."""
 
     async def method(*args: Any, **kwargs: Any) -> Any:
+        """Fail, or pass the call on once released."""
         if not released.is_set():
             failures.append(time.monotonic())
             raise sqlite3.OperationalError("disk I/O error")
@@ -175,7 +180,7 @@ async def test_a_worker_whose_task_ended_turns_healthz_503_and_stopping_does_not
         supervisor.spawn("outbox", crashes())
         await asyncio.sleep(0.01)
         ok, body = health_status(h.app)
-        assert "outbox is not running (its task ended)" in body["problems"]
+        assert not ok and "outbox is not running (its task ended)" in body["problems"]
         assert body["workers"]["outbox"]["running"] is False
         assert errors(h, "outbox") == 1
         await supervisor.stop(timeout=1.0)  # returns; the error was logged when the task ended
