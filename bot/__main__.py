@@ -36,9 +36,9 @@ def acquire_lock(database_path: Path) -> IO[str] | None:
 
 async def _serve(settings: Settings) -> int:
     from bot.app import FatalStartupError, build_application, run
-    from bot.services import Services
     from bot.bitrix import BitrixClient, LeakyBucket, build_http_client
     from bot.clock import Clock
+    from bot.services import Services
     from bot.storage import Storage, StorageError
 
     try:

@@ -15,8 +15,7 @@ from bot import alerts as alert_rules
 from bot.config import Settings
 from bot.model import UserSettings
 from bot.preferences import Change
-from bot.storage import Db, OutgoingMessage, Storage, User
-from bot.storage import alerts, digests, limits, links, outbox, users
+from bot.storage import Db, OutgoingMessage, Storage, User, alerts, digests, limits, links, outbox, users
 from bot.storage import settings as user_settings
 from bot.texts import pick_language, t
 

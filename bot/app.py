@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 from telegram import BotCommand, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
@@ -88,11 +89,13 @@ async def set_commands(app: Application) -> None:
 
 
 async def run(app: Application, stop: asyncio.Event) -> None:
-    """Run until `stop` is set: polling, jobs, background services; then shut down within budget."""
+    """Run until `stop` is set: polling, jobs, background services; then shut down within SHUTDOWN_BUDGET_SECONDS."""
     services: Services = app.bot_data["services"]
     services.started_at = services.clock.timestamp()
     if not await initialize_with_retry(app, stop):
         return
+    # Tasks started from here on are the bot's own: shutdown may cancel those still running at its deadline.
+    before = asyncio.all_tasks()
     try:
         try:
             await set_commands(app)
@@ -109,19 +112,45 @@ async def run(app: Application, stop: asyncio.Event) -> None:
         await stop.wait()
         log.info("stopping")
     finally:
-        await _shutdown(app)
+        await _shutdown(app, before)
 
 
-async def _shutdown(app: Application) -> None:
+async def _shutdown(app: Application, before: set[asyncio.Task[Any]]) -> None:
+    """Stop within SHUTDOWN_BUDGET_SECONDS (docker kills at 30 s): cut what still runs at the deadline. Never raises.
+
+    Application.stop() waits for every running handler and job; one waiting on a slow Bitrix24 would
+    hold it for minutes. Jobs are cut at once (their work races the supervisor's stop event); handlers
+    get most of the budget to finish, then are cancelled so stop() can complete.
+    """
     from bot import jobs
+    from bot.supervise import cut_stragglers, within
 
-    try:
-        await asyncio.wait_for(jobs.stop(app), timeout=SHUTDOWN_BUDGET_SECONDS / 2)
-    except TimeoutError:
-        log.warning("background work did not finish within %.0f s", SHUTDOWN_BUDGET_SECONDS / 2)
+    budget = SHUTDOWN_BUDGET_SECONDS
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+
+    def left(reserve: float = 0.0) -> float:
+        """Seconds until the deadline, keeping `reserve` of the budget for the steps after."""
+        return max(0.0, deadline - reserve * budget - loop.time())
+
+    jobs.begin_stop(app)  # running jobs are cancelled now; nothing is scheduled again
+    background = asyncio.create_task(jobs.stop(app, timeout=0.4 * budget), name="shutdown:background")
     if app.updater and app.updater.running:
-        await app.updater.stop()
+        # Its last getUpdates only confirms the offset; a Telegram that does not answer must not hold us.
+        await within("stopping telegram polling", app.updater.stop(), 0.25 * budget)
     if app.running:
-        await app.stop()
-    await app.shutdown()
+        stopping = asyncio.create_task(app.stop(), name="shutdown:application")
+        await asyncio.wait({stopping}, timeout=left(0.25))
+        if not stopping.done():
+            await cut_stragglers(before, {stopping, background}, grace=left(0.2))
+            await asyncio.wait({stopping}, timeout=left(0.15))
+        if not stopping.done():
+            log.warning("shutdown: the application did not stop within the budget; cut short")
+            stopping.cancel()
+            await asyncio.wait({stopping}, timeout=left(0.1))
+        if stopping.done() and not stopping.cancelled() and stopping.exception() is not None:
+            log.error("shutdown: stopping the application failed", exc_info=stopping.exception())
+    await within("background work", background, left(0.1))
+    # Closes the Bot API connections; quick, so it gets its second even past the deadline.
+    await within("Application.shutdown", app.shutdown(), max(left(), 1.0))
     log.info("stopped")

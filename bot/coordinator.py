@@ -6,9 +6,9 @@ import asyncio
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 from bot import alerts as alert_rules
 from bot import render
@@ -18,8 +18,7 @@ from bot.config import Settings
 from bot.errors import BitrixError
 from bot.model import ROLES
 from bot.schedule import Due, due_digests, next_digest_due, read_lead_time
-from bot.storage import Audience, Db, OutgoingMessage, Storage
-from bot.storage import alerts, audience, digests, limits, links, meta, outbox, users
+from bot.storage import Audience, Db, OutgoingMessage, Storage, alerts, audience, digests, limits, links, meta, outbox, users
 from bot.texts import t
 
 log = logging.getLogger(__name__)

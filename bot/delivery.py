@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,6 +17,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 from telegram.ext import BaseRateLimiter, ExtBot
 
 from bot.storage import OutboxRow, Storage, digests, outbox
+from bot.supervise import WorkerHealth
 
 if TYPE_CHECKING:
     from bot.account import Accounts
@@ -88,7 +90,7 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
         self._next_slot = 0.0
         self._chat_next: dict[Any, float] = {}
         self._paused_until = 0.0
-        self._interactive_waiting = 0
+        self._interactive_waiting: dict[Any, int] = {}  # chat_id -> interactive sends waiting for it
         self._cond = asyncio.Condition()
         self.retry_after_received = 0
 
@@ -103,40 +105,49 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
         self._paused_until = max(self._paused_until, self._monotonic() + seconds)
 
     async def acquire(self, chat_id: Any, bulk: bool) -> None:
-        """Wait for a slot for one message to chat_id."""
+        """Wait for a slot for one message to chat_id; bulk yields only to interactive work that is ready."""
         async with self._cond:
             if not bulk:
-                self._interactive_waiting += 1
+                self._interactive_waiting[chat_id] = self._interactive_waiting.get(chat_id, 0) + 1
             try:
                 while True:
                     now = self._monotonic()
-                    if bulk and self._interactive_waiting:
-                        wait = 0.05
-                    else:
-                        wait = max(
-                            self._next_slot - now,
-                            self._chat_next.get(chat_id, 0.0) - now,
-                            self._paused_until - now,
-                        )
-                        if wait <= 0:
-                            # Keep to the 40 ms grid: a waiter woken a little late (event-loop
-                            # latency) must not push every later slot back, or the rate drifts
-                            # below 25/s. After a pause longer than one slot, start a fresh grid.
-                            if now - self._next_slot > self._spacing:
-                                self._next_slot = now
-                            self._next_slot += self._spacing
-                            self._chat_next[chat_id] = now + self._per_chat
-                            if len(self._chat_next) > 50_000:
-                                self._chat_next = {k: v for k, v in self._chat_next.items() if v > now}
-                            return
+                    wait = max(
+                        self._next_slot - now,
+                        self._chat_next.get(chat_id, 0.0) - now,
+                        self._paused_until - now,
+                    )
+                    if wait <= 0 and bulk and self._interactive_ready(now):
+                        # An interactive send could take this slot: let it (it notifies when it has).
+                        wait = self._spacing
+                    elif wait <= 0:
+                        # Keep to the 40 ms grid: a waiter woken a little late (event-loop
+                        # latency) must not push every later slot back, or the rate drifts
+                        # below 25/s. After a pause longer than one slot, start a fresh grid.
+                        if now - self._next_slot > self._spacing:
+                            self._next_slot = now
+                        self._next_slot += self._spacing
+                        self._chat_next[chat_id] = now + self._per_chat
+                        if len(self._chat_next) > 50_000:
+                            self._chat_next = {k: v for k, v in self._chat_next.items() if v > now}
+                        return
                     try:
                         await asyncio.wait_for(self._cond.wait(), timeout=wait)
                     except TimeoutError:
                         pass
             finally:
                 if not bulk:
-                    self._interactive_waiting -= 1
+                    self._interactive_waiting[chat_id] -= 1
+                    if not self._interactive_waiting[chat_id]:
+                        del self._interactive_waiting[chat_id]
                 self._cond.notify_all()
+
+    def _interactive_ready(self, now: float) -> bool:
+        """Whether an interactive send waits whose chat's second is over (a pause holds everyone alike).
+
+        One that only waits for its own chat's slot must not hold bulk messages to other chats.
+        """
+        return any(self._chat_next.get(c, 0.0) <= now for c in self._interactive_waiting)
 
     async def process_request(
         self,
@@ -177,7 +188,12 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
 
 
 class OutboxWorker:
-    """Sends queued bulk messages: queued -> sending (committed just before the call) -> sent/failed."""
+    """Sends queued bulk messages: queued -> sending (committed just before the call) -> sent/failed.
+
+    Supervised: an error in its loop (disk full, SQLITE_BUSY past the busy timeout, an I/O error) is
+    logged, counted in bot_worker_errors{worker="outbox"} and retried with backoff; it never ends the
+    worker, and `health` tells /healthz when the failures persist.
+    """
 
     def __init__(
         self,
@@ -189,6 +205,7 @@ class OutboxWorker:
         *,
         concurrency: int = 40,
         idle_wait: float = 1.0,
+        health: WorkerHealth | None = None,
     ) -> None:
         self._storage = storage
         self._bot = bot
@@ -198,12 +215,23 @@ class OutboxWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._idle_wait = idle_wait
+        self._health = health or WorkerHealth("outbox", metrics.worker_errors)
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()
+        self._sending: set[int] = set()  # rows this process has marked 'sending'
         self._busy_chats: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._stop_requested = asyncio.Event()
+        self._started = False
         self._loop_exited = asyncio.Event()
+        self._sends_failing = False
+        self._hold_until = 0.0  # time.monotonic() before which no new rows are taken (a send failed)
+
+    @property
+    def health(self) -> WorkerHealth:
+        """The worker's health record (errors, backoff, failing since)."""
+        return self._health
 
     def wake(self) -> None:
         """New rows were queued: look now rather than after the idle wait."""
@@ -232,6 +260,7 @@ class OutboxWorker:
 
     async def run(self) -> None:
         """Loop until stop(): pick due rows, send them concurrently, one at a time per chat."""
+        self._started = True
         try:
             await self._loop()
         finally:
@@ -239,29 +268,19 @@ class OutboxWorker:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            now = self._clock.timestamp()
-            async with self._storage.transaction() as db:
-                dropped = len(await outbox.drop_stale(db, "alert", now - ALERT_MAX_AGE_SECONDS, now))
-            if dropped:
-                log.info("dropped %d queued alerts older than 60 minutes", dropped)
-                self._metrics.messages.labels("dropped").inc(dropped)
-            free = self._concurrency - len(self._in_flight)
-            rows = []
-            if free > 0:
-                rows = await outbox.due(self._storage.db, now, limit=free * 4, exclude=self._in_flight)
-            started = 0
-            for row in rows:
-                if started >= free or self._stopping:
-                    break
-                if row.chat_id in self._busy_chats or row.id in self._in_flight:
-                    continue
-                self._in_flight.add(row.id)
-                self._busy_chats.add(row.chat_id)
-                task = asyncio.create_task(self._send(row))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                started += 1
-            self._metrics.queue_length.set(await outbox.queued_count(self._storage.db))
+            held = self._hold_until - time.monotonic()
+            if held > 0:
+                await self._rest(held)
+                continue
+            try:
+                started = await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the top of the worker: disk full, SQLITE_BUSY, an I/O error
+                await self._rest(self._health.failed(err))
+                continue
+            if not self._sends_failing:
+                self._health.succeeded()
             if started == 0:
                 self._wake.clear()
                 try:
@@ -271,16 +290,54 @@ class OutboxWorker:
             else:
                 await asyncio.sleep(0)
 
-    async def stop(self, timeout: float) -> None:
-        """Take no new rows; let in-flight sends finish within `timeout`."""
-        self._stopping = True
-        self._wake.set()
+    async def _round(self) -> int:
+        """Drop stale alerts, start the due rows that fit; returns how many sends were started."""
+        now = self._clock.timestamp()
+        async with self._storage.transaction() as db:
+            dropped = len(await outbox.drop_stale(db, "alert", now - ALERT_MAX_AGE_SECONDS, now))
+        if dropped:
+            log.info("dropped %d queued alerts older than 60 minutes", dropped)
+            self._metrics.messages.labels("dropped").inc(dropped)
+        free = self._concurrency - len(self._in_flight)
+        rows = []
+        if free > 0:
+            rows = await outbox.due(self._storage.db, now, limit=free * 4, exclude=self._in_flight)
+        started = 0
+        for row in rows:
+            if started >= free or self._stopping:
+                break
+            if row.chat_id in self._busy_chats or row.id in self._in_flight:
+                continue
+            self._in_flight.add(row.id)
+            self._busy_chats.add(row.chat_id)
+            task = asyncio.create_task(self._send(row))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started += 1
+        self._metrics.queue_length.set(await outbox.queued_count(self._storage.db))
+        return started
+
+    async def _rest(self, seconds: float) -> None:
+        """Wait out a backoff; stop() ends the wait early."""
         try:
-            await asyncio.wait_for(self._loop_exited.wait(), timeout=timeout)
+            await asyncio.wait_for(self._stop_requested.wait(), timeout=seconds)
         except TimeoutError:
             pass
+
+    async def stop(self, timeout: float) -> None:
+        """Take no new rows; let in-flight sends finish within `timeout`. Never raises."""
+        self._stopping = True
+        self._stop_requested.set()
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._started:
+            try:
+                await asyncio.wait_for(self._loop_exited.wait(), timeout=timeout)
+            except TimeoutError:
+                log.warning("the outbox loop did not stop within %.1f s", timeout)
         if self._tasks:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
             for task in pending:
                 task.cancel()
             if pending:
@@ -299,15 +356,32 @@ class OutboxWorker:
         try:
             async with self._slots:
                 await self._deliver(row)
+            self._sends_failing = False
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.error("outbox message %d: unexpected failure", row.id, exc_info=True)
-            await self.finish(row.id, "failed", "internal error")
+        except Exception as err:  # the top of one send: the database failed around the call, or a bug
+            delay = self._health.failed(err)
+            if row.id not in self._sending and isinstance(err, sqlite3.Error):
+                # Never marked sending, so it certainly did not reach Telegram; the database is
+                # what failed (busy, disk full), which passes: keep the row, and take no new
+                # rows until the backoff is over (the loop's own reads may still work).
+                self._sends_failing = True
+                self._hold_until = time.monotonic() + delay
+                log.warning("outbox message %d stays queued: the database failed before the send", row.id)
+            else:
+                await self._fail_internal(row)  # a bug would repeat: fail the row rather than retry it
         finally:
             self._in_flight.discard(row.id)
+            self._sending.discard(row.id)
             self._busy_chats.discard(row.chat_id)
             self._wake.set()
+
+    async def _fail_internal(self, row: OutboxRow) -> None:
+        """Record a row that failed for a reason of ours; it is not resent."""
+        try:
+            await self.finish(row.id, "failed", "internal error")
+        except Exception:  # the database is failing too: the row stays 'sending', failed at the next start
+            log.error("outbox message %d: could not record its failure", row.id, exc_info=True)
 
     async def _deliver(self, row: OutboxRow) -> None:
         async def mark_sending() -> None:
@@ -316,6 +390,7 @@ class OutboxWorker:
             async with self._storage.transaction() as db:
                 if not await outbox.mark_sending(db, row.id):
                     raise Withdrawn(row.id)
+            self._sending.add(row.id)
 
         markup = InlineKeyboardMarkup.de_json(json.loads(row.reply_markup), self._bot) if row.reply_markup else None
         try:

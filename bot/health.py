@@ -9,11 +9,13 @@ import logging
 from prometheus_client import CONTENT_TYPE_LATEST
 from telegram.ext import Application
 
+from bot.supervise import supervisor_of
+
 log = logging.getLogger(__name__)
 
 
 def health_status(app: Application) -> tuple[bool, dict[str, object]]:
-    """Whether the bot is healthy, with the reasons: polling, scheduler, last good poll cycle."""
+    """Whether the bot is healthy, with the reasons: polling, scheduler, last good poll cycle, workers and jobs."""
     services = app.bot_data["services"]
     now = services.clock.timestamp()
     problems = []
@@ -26,7 +28,14 @@ def health_status(app: Application) -> tuple[bool, dict[str, object]]:
     age = now - last_ok
     if age > limit:
         problems.append(f"no successful poll cycle for {age:.0f} s (limit {limit} s)")
+    supervisor = supervisor_of(services)
+    unhealthy: dict[str, dict[str, object]] = {}
+    if supervisor is not None:
+        problems += supervisor.problems()
+        unhealthy = supervisor.unhealthy()
     body: dict[str, object] = {"status": "ok" if not problems else "unhealthy", "last_poll_ok_age_seconds": round(age)}
+    if unhealthy:
+        body["workers"] = unhealthy  # failing (not yet for long) or dead workers and jobs
     if problems:
         body["problems"] = problems
     return not problems, body

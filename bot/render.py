@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.alerts import Alert
-from bot.bitrix import Counters, CounterResult, NoAccess
+from bot.bitrix import CounterResult, Counters, NoAccess
 from bot.errors import BitrixError
 from bot.model import HIDDEN_COUNTERS, ROLE_ALIASES, ROLES, UserSettings
 from bot.texts import Html, counter_label, days_label, role_label, t

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from telegram.ext import CallbackContext, ExtBot
 
@@ -19,6 +19,7 @@ from bot.storage import Storage
 
 if TYPE_CHECKING:
     from bot.delivery import OutboxWorker
+    from bot.supervise import Supervisor
 
 
 @dataclass
@@ -32,8 +33,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     started_at: float = 0.0
     outbox: "OutboxWorker | None" = None
-    outbox_task: Any = None
-    health_server: Any = None
+    supervisor: "Supervisor | None" = None
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.settings, self.storage, self.clock, self.wake_outbox)

@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
-
 from bot.alerts import (
     Alert,
     AlertOutcome,

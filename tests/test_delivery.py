@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import httpx
+import pytest
+from bot.account import Accounts
+from bot.delivery import DeliveryLimiter, OutboxWorker
+from bot.metrics import Metrics
+from bot.storage import OutgoingMessage, Storage, outbox
+from bot.supervise import Backoff, WorkerHealth
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from tests import db as tdb
-from bot.delivery import DeliveryLimiter, OutboxWorker
-from bot.metrics import Metrics
-from bot.account import Accounts
-from bot.storage import OutgoingMessage, Storage, outbox
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram
 from tests.harness import make_settings
@@ -349,6 +352,70 @@ async def test_queued_rows_are_sent_after_a_restart_on_the_same_database(tmp_pat
         assert r.fake.texts() == ["a", "b"]
 
 
+# ---- database errors -------------------------------------------------------------------------------
+
+
+def failing(calls: list[int], times: int, real: Callable[..., Any]) -> Callable[..., Any]:
+    """A stand-in for a Storage method: SQLITE_BUSY for the first `times` calls, then the real one."""
+
+    async def method(*args: Any, **kwargs: Any) -> Any:
+        """Fail the first calls, then pass them on."""
+        calls.append(1)
+        if len(calls) <= times:
+            raise sqlite3.OperationalError("database is locked")
+        return await real(*args, **kwargs)
+
+    return method
+
+
+def quick_worker(r: Rig, metrics: Metrics) -> OutboxWorker:
+    """The rig's worker with a backoff of milliseconds, so a test sees several rounds of it."""
+    health = WorkerHealth("outbox", metrics.worker_errors, backoff=Backoff(first=0.01, cap=0.04))
+    return OutboxWorker(r.storage, r.bot, r.clock, metrics, r.accounts, idle_wait=0.02, health=health)
+
+
+async def test_the_worker_outlives_database_errors_in_its_loop_and_then_sends_the_message_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with rig(tmp_path) as r:
+        metrics = Metrics()
+        r.worker = quick_worker(r, metrics)
+        (row_id,) = await r.queue((20, "digest"))
+        calls: list[int] = []
+        monkeypatch.setattr(outbox, "due", failing(calls, 4, outbox.due))
+        r.start()
+        await wait_until(lambda: bool(r.fake.sent(20)))
+        await asyncio.sleep(0.2)  # more rounds: nothing is sent again
+
+        assert len(calls) > 5  # it went on after the four failures
+        assert r.fake.attempts(20) == ["digest"]
+        row = (await r.rows())[row_id]
+        assert (row["status"], row["attempts"]) == ("sent", 1)
+        assert metrics.registry.get_sample_value("bot_worker_errors_total", {"worker": "outbox"}) == 4
+        assert r.worker.health.failing_since is None  # recovered
+        await r.stop()  # returns quietly: nothing to re-raise
+
+
+async def test_a_database_error_before_the_send_keeps_the_row_queued_and_it_is_sent_once_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with rig(tmp_path, limiter=DeliveryLimiter(per_chat_interval=0.0)) as r:
+        metrics = Metrics()
+        r.worker = quick_worker(r, metrics)
+        (row_id,) = await r.queue((21, "digest"))
+        calls: list[int] = []
+        monkeypatch.setattr(outbox, "mark_sending", failing(calls, 2, outbox.mark_sending))
+        r.start()
+        await wait_until(lambda: bool(r.fake.sent(21)))
+        await asyncio.sleep(0.2)
+
+        assert len(calls) == 3  # failed twice before the call went out, then marked and sent
+        assert r.fake.attempts(21) == ["digest"]
+        row = (await r.rows())[row_id]
+        assert (row["status"], row["attempts"], row["error"]) == ("sent", 1, None)
+        assert metrics.registry.get_sample_value("bot_worker_errors_total", {"worker": "outbox"}) == 2
+
+
 # ---- stale alerts ----------------------------------------------------------------------------------
 
 
@@ -381,15 +448,38 @@ async def test_an_interactive_answer_waits_behind_at_most_one_bulk_message(tmp_p
 
         for answer in range(3):
             queued_ahead = len(r.fake.sent())
-            await r.bot.send_message(chat_id=99, text=f"answer {answer}")
+            # Each answer goes to its own chat, so it is ready at once: one to a chat that answered
+            # 0.1 s ago waits for that chat's second, and bulk to other chats rightly goes meanwhile.
+            await r.bot.send_message(chat_id=97 + answer, text=f"answer {answer}")
             texts = r.fake.texts()
             position = texts.index(f"answer {answer}")
             assert position - queued_ahead <= 1, texts[queued_ahead : position + 1]
-            await asyncio.sleep(0.1)  # let a few bulk messages go between the answers (per-chat 1/s)
+            await asyncio.sleep(0.1)  # let a few bulk messages go between the answers
 
         assert len([t for t in r.fake.texts() if t.startswith("digest")]) < 40  # bulk was still busy
         await r.drain()
         assert sorted(r.fake.texts()) == sorted([f"answer {a}" for a in range(3)] + [f"digest {i}" for i in range(40)])
+
+
+async def test_a_bulk_message_to_an_idle_chat_does_not_wait_while_interactive_ones_keep_their_chats_second(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path) as r:
+        r.start()
+        answers = [asyncio.create_task(r.bot.send_message(chat_id=1, text=f"answer {n}")) for n in range(8)]
+        await wait_until(lambda: len(r.fake.sent(1)) == 1)  # the other 7 now wait for chat 1's next second
+        queued_at = time.monotonic()
+        (row_id,) = await r.queue((2, "digest"))
+        await wait_until(lambda: bool(r.fake.sent(2)), timeout=3.0)
+        bulk_at = next(c.at for c in r.fake.calls if c.method == "sendMessage" and c.params["chat_id"] == 2)
+        assert bulk_at - queued_at < 0.2  # not behind the 7 answers that are only pacing their own chat
+        await asyncio.gather(*answers)
+
+        at = [c.at for c in r.fake.calls if c.method == "sendMessage" and c.params["chat_id"] == 1]
+        assert sorted(r.fake.texts(1)) == [f"answer {n}" for n in range(8)]
+        assert min(b - a for a, b in zip(at, at[1:])) >= 0.97  # chat 1 still gets one a second
+        assert r.fake.texts(2) == ["digest"]
+        assert (await r.rows())[row_id]["status"] == "sent"
 
 
 async def test_sends_respect_25_per_second_overall_and_1_per_second_per_chat(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from bot.errors import (
     BitrixAuthError,
     BitrixBadAnswerError,

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-from tests import db as tdb
 from bot.logs import RedactingFormatter
 from bot.model import ALL_DAYS, UserSettings
 from bot.storage import Storage
+
+from tests import db as tdb
 from tests.fakes.bitrix import FakeBitrix, Scripted
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram
 from tests.harness import WEBHOOK_CODE, Harness

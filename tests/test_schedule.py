@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
-
 from bot.model import ALL_DAYS, WORK_DAYS, UserSettings
 from bot.schedule import (
     REASON_LATE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -9,12 +10,17 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from bot.model import UserSettings
+from bot.storage import Storage
 
-from tests.fakes.bitrix import FakeBitrix
+from tests import db as tdb
+from tests.fakes.bitrix import FakeBitrix, Scripted
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram
 from tests.harness import WEBHOOK_CODE
+from tests.test_linking import ANNA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,6 +84,49 @@ def test_bot_starts_answers_start_and_exits_zero_on_sigterm(tmp_path: Path) -> N
     assert "bot started" in out and "stopped" in out
     db = tmp_path / "data" / "bot.sqlite3"
     assert oct(db.stat().st_mode & 0o777) == "0o600"
+
+
+def test_sigterm_while_bitrix24_takes_60_s_to_answer_exits_zero_within_the_budget(tmp_path: Path) -> None:
+    asyncio.run(_link_one_user(tmp_path / "data" / "bot.sqlite3"))  # so the first poll asks Bitrix24
+    tg, b24 = FakeTelegram(), FakeBitrix(webhook_user_id=1, webhook_code=WEBHOOK_CODE)
+    b24.add_user(ANNA, "Anna", "Smith")
+    b24.push(Scripted(delay=60.0), times=5)
+    with tg.serve() as tg_server, b24_server(b24) as b24_url:
+        proc = _start(_env(tmp_path, tg_server.url, b24_url), tmp_path)
+        try:
+            assert _wait(lambda: b24.request_count() >= 1, timeout=20), "the poll never asked Bitrix24"
+            time.sleep(0.5)  # well inside the 60 s the answer takes
+        finally:
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+        elapsed = time.monotonic() - signalled
+    assert proc.returncode == 0, out
+    assert elapsed < 20.0, out  # SHUTDOWN_BUDGET_SECONDS; docker would kill at 30
+    assert "poll was cut short by shutdown" in out and "stopped" in out
+    assert b24.request_count() == 1  # not asked again after the stop
+
+
+async def _link_one_user(database: Path) -> None:
+    database.parent.mkdir(parents=True, exist_ok=True)
+    storage = await Storage.open(database)
+    try:
+        await tdb.link(storage, 42, ANNA, "Anna Smith", UserSettings(), time.time())
+    finally:
+        await storage.close()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 class b24_server:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from bot.storage import Storage, migrations, outbox
+
 from tests import db as tdb
 from tests.fakes.clock import FakeClock
 from tests.harness import Harness
 from tests.test_linking import ANNA, link
-from tests.test_scheduled import MONDAY_0600, digests, fail_requests, linked, notices, portal
+from tests.test_scheduled import digests, fail_requests, linked, notices, portal
 
 BORIS = 548
 

@@ -7,9 +7,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from bot.storage import DatabaseTooNew, Storage, StorageError, migrations
 
 from tests import db as tdb
-from bot.storage import DatabaseTooNew, Storage, StorageError, migrations
 
 
 async def test_fresh_database_gets_every_migration_wal_and_mode_0600(tmp_path: Path) -> None:

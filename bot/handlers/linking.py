@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot import parsing, render
 from bot.errors import BitrixError
-from bot.handlers.core import bitrix_failed, caller, language_of, parse_error_answer, reply
+from bot.handlers.core import bitrix_failed, language_of, parse_error_answer, reply
 from bot.handlers.counters import send_counters
 from bot.linking import LinkResult, Outcome
 from bot.model import UserSettings
