@@ -26,15 +26,18 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"  # the fake is on loopback: never through a proxy
 
 import httpx  # noqa: E402
-from telegram.ext import ExtBot  # noqa: E402
-from telegram.request import HTTPXRequest  # noqa: E402
-
+from bot.account import Accounts  # noqa: E402
 from bot.clock import Clock  # noqa: E402
+from bot.config import Settings  # noqa: E402
 from bot.delivery import DeliveryLimiter, OutboxWorker  # noqa: E402
 from bot.metrics import Metrics  # noqa: E402
-from bot.storage import OutgoingMessage, Storage  # noqa: E402
+from bot.storage import OutgoingMessage, Storage, outbox  # noqa: E402
+from telegram.ext import ExtBot  # noqa: E402
+from telegram.request import HTTPXRequest  # noqa: E402
+from tests import db as tdb  # noqa: E402
 from tests.fakes.server import LoopbackServer  # noqa: E402
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram  # noqa: E402
+from tests.harness import make_settings  # noqa: E402
 
 FIRST_ID = 10_000_000
 DIGEST = (
@@ -64,6 +67,11 @@ class Recorder:
         return response
 
 
+def bench_settings(db_path: Path) -> Settings:
+    """Settings pointing at the benchmark's database (the worker needs them only for 403s)."""
+    return make_settings(db_path.parent)
+
+
 async def run(n: int, db_path: Path) -> dict[str, float]:
     fake = FakeTelegram(enforce_limits=True)
     recorder = Recorder(fake)
@@ -82,14 +90,15 @@ async def run(n: int, db_path: Path) -> dict[str, float]:
         try:
             now = clock.timestamp()
             for i in range(n):
-                await storage.touch_user(FIRST_ID + i, FIRST_ID + i, "en", now)
+                await tdb.seen(storage, FIRST_ID + i, now)
             # All the digests due in the same minute: one transaction, as the digest job writes them.
             messages = [OutgoingMessage(FIRST_ID + i, FIRST_ID + i, "digest", DIGEST) for i in range(n)]
             async with storage.transaction() as db:
-                await Storage.enqueue(db, messages, clock.timestamp())
+                await outbox.enqueue(db, messages, clock.timestamp())
 
             metrics = Metrics()
-            worker = OutboxWorker(storage, bot, clock, metrics)
+            accounts = Accounts(bench_settings(db_path), storage, clock, lambda: None)
+            worker = OutboxWorker(storage, bot, clock, metrics, accounts)
             await worker.recover()
             started = time.monotonic()
             task = asyncio.create_task(worker.run())
@@ -100,7 +109,7 @@ async def run(n: int, db_path: Path) -> dict[str, float]:
         finally:
             await bot.shutdown()
 
-    rows = await storage.outbox_rows()
+    rows = await tdb.outbox_rows(storage)
     await storage.close()
     statuses = collections.Counter(r["status"] for r in rows)
     at = sorted(recorder.accepted_at)

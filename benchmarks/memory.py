@@ -17,17 +17,20 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, time as dtime, timezone
+from datetime import UTC, datetime
+from datetime import time as dtime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.account import Accounts  # noqa: E402
 from bot.bitrix import BitrixClient, LeakyBucket, build_http_client  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.coordinator import Coordinator  # noqa: E402
 from bot.metrics import Metrics  # noqa: E402
 from bot.model import ROLES, UserSettings  # noqa: E402
 from bot.storage import Storage  # noqa: E402
+from tests import db as tdb  # noqa: E402
 from tests.fakes.bitrix import FakeBitrix  # noqa: E402
 from tests.fakes.clock import FakeClock  # noqa: E402
 from tests.fakes.server import mock_transport  # noqa: E402
@@ -57,18 +60,18 @@ async def main(users: int) -> int:
         for bid in range(1, users + 1):
             for role in ROLES:
                 fake.counters[(bid, role)] = {"expired": bid % 3, "new_comments": bid % 2, "total": 0}
-        clock = FakeClock(datetime(2026, 3, 2, 5, 0, tzinfo=timezone.utc))
+        clock = FakeClock(datetime(2026, 3, 2, 5, 0, tzinfo=UTC))
         storage = await Storage.open(settings.database_path)
         defaults = replace(UserSettings(), digest_time=dtime(6, 0))
         start = time.perf_counter()
         for tid in range(1, users + 1):
-            await storage.touch_user(tid, tid, "en", clock.timestamp())
-            await storage.link(tid, tid, f"User {tid}", defaults, clock.timestamp())
+            await tdb.link(storage, tid, tid, f"User {tid}", defaults, clock.timestamp())
         print(f"users linked:            {users:,} in {time.perf_counter() - start:.1f} s (setup)")
         print(f"peak RSS after setup:    {rss_mb():.1f} MB")
         http = build_http_client(transport=mock_transport(fake.handle))
         client = BitrixClient(settings.bitrix24_webhook_url, http, LeakyBucket(100, 10000))
-        coordinator = Coordinator(settings, storage, client, clock, Metrics(), lambda: None)
+        accounts = Accounts(settings, storage, clock, lambda: None)
+        coordinator = Coordinator(settings, storage, client, clock, Metrics(), accounts)
         for n in (1, 2):
             clock.advance(minutes=5)
             cpu, wall = time.process_time(), time.perf_counter()
@@ -78,7 +81,7 @@ async def main(users: int) -> int:
                 f"{result.requests} requests, {time.perf_counter() - wall:.1f} s wall, "
                 f"{(time.process_time() - cpu) / users * 1e6:.0f} us CPU per user (fake included)"
             )
-        clock.set(datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc))
+        clock.set(datetime(2026, 3, 2, 6, 0, tzinfo=UTC))
         cpu, wall = time.process_time(), time.perf_counter()
         queued = await coordinator.digest_tick()
         print(

@@ -7,9 +7,10 @@ the messages the change causes, inside one transaction; nothing awaits the netwo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import Protocol
 
 from bot import alerts as alert_rules
 from bot.config import Settings

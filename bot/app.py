@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from telegram import BotCommand, LinkPreviewOptions
 from telegram.constants import ParseMode
@@ -11,7 +12,7 @@ from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest, HTTPXRequest
 
-from bot import handlers
+from bot import handlers, jobs
 from bot.delivery import DeliveryLimiter
 from bot.services import BotContext, Services
 from bot.texts import COMMANDS
@@ -54,9 +55,10 @@ def build_application(
     app = builder.build()
     app.bot_data["services"] = services
     # APScheduler 3 skips a run that starts more than 1 s late; a busy loop must not lose a poll.
-    app.job_queue.scheduler.configure(
+    job_queue = jobs.job_queue_of(app)
+    job_queue.scheduler.configure(
         job_defaults={"misfire_grace_time": 120, "coalesce": True, "max_instances": 1},
-        **app.job_queue.scheduler_configuration,
+        **job_queue.scheduler_configuration,
     )
     handlers.register(app)
     return app
@@ -101,12 +103,12 @@ async def run(app: Application, stop: asyncio.Event) -> None:
             await set_commands(app)
         except (NetworkError, TimedOut, RetryAfter) as err:
             log.warning("could not register the command menu (%s); continuing", type(err).__name__)
+        if app.updater is None:
+            raise FatalStartupError("the Application was built without an Updater")
         await app.updater.start_polling(
             allowed_updates=ALLOWED_UPDATES, bootstrap_retries=-1, timeout=10, poll_interval=0.0
         )
         await app.start()
-        from bot import jobs
-
         await jobs.start(app)
         log.info("bot started")
         await stop.wait()
@@ -122,7 +124,6 @@ async def _shutdown(app: Application, before: set[asyncio.Task[Any]]) -> None:
     hold it for minutes. Jobs are cut at once (their work races the supervisor's stop event); handlers
     get most of the budget to finish, then are cancelled so stop() can complete.
     """
-    from bot import jobs
     from bot.supervise import cut_stragglers, within
 
     budget = SHUTDOWN_BUDGET_SECONDS

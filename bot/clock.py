@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class Clock:
@@ -10,7 +10,7 @@ class Clock:
 
     def now(self) -> datetime:
         """The current time, UTC-aware."""
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def timestamp(self) -> float:
         """The current time as Unix seconds."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from bot.bitrix import normalize_webhook_url

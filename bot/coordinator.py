@@ -7,7 +7,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot import alerts as alert_rules
@@ -364,7 +364,7 @@ class Coordinator:
     def _due(self, who: Audience, now: datetime) -> tuple[Due | None, Due | None]:
         """(due now, due within the look-ahead) for one user."""
         s = who.settings
-        saved_at = datetime.fromtimestamp(who.digest_saved_at, timezone.utc)
+        saved_at = datetime.fromtimestamp(who.digest_saved_at, UTC)
         due = due_digests(s, now, who.last_digest_date, saved_at)
         if due is not None:
             return due, None
@@ -419,7 +419,7 @@ class Coordinator:
                 if fresh is None or fresh.link.bitrix_user_id != who.link.bitrix_user_id or not self._settings.is_allowed(tid):
                     log.info("digest for telegram_user_id=%d dropped: unlinked or blocked during the read", tid)
                     return 0
-                saved_at = datetime.fromtimestamp(fresh.digest_saved_at, timezone.utc)
+                saved_at = datetime.fromtimestamp(fresh.digest_saved_at, UTC)
                 again = due_digests(fresh.settings, max(now, due.due_at_utc), fresh.last_digest_date, saved_at)
                 if again is None or (again.local_date, again.due_at_utc) != (due.local_date, due.due_at_utc):
                     log.info("digest for telegram_user_id=%d dropped: its settings changed during the read", tid)

@@ -7,9 +7,10 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from telegram import InlineKeyboardMarkup
@@ -166,7 +167,7 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
         attempt = 0
         while True:
             await self.acquire(chat_id, bulk)
-            if bulk and rate_limit_args.on_slot is not None and attempt == 0:
+            if isinstance(rate_limit_args, Bulk) and rate_limit_args.on_slot is not None and attempt == 0:
                 await rate_limit_args.on_slot()
             try:
                 return await callback(*args, **kwargs)
@@ -201,7 +202,7 @@ class OutboxWorker:
         bot: ExtBot,
         clock: Any,
         metrics: Any,
-        accounts: "Accounts",
+        accounts: Accounts,
         *,
         concurrency: int = 40,
         idle_wait: float = 1.0,

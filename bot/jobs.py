@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from telegram.ext import Application, ContextTypes
+from telegram.ext import Application, ContextTypes, JobQueue
 
 from bot import health
 from bot.delivery import OutboxWorker
@@ -43,7 +43,7 @@ async def poll_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     delay = max(MIN_GAP_SECONDS, services.coordinator.effective_interval - elapsed)
     if outcome is Outcome.FAILED:
         delay = min(delay, supervisor.worker("poll").retry_in)
-    context.job_queue.run_once(poll_job, delay, name="poll")
+    job_queue_of(context.application).run_once(poll_job, delay, name="poll")
 
 
 async def digest_job(context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -56,6 +56,13 @@ async def recheck_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     """Daily: unlink users no longer active in Bitrix24."""
     services = context.application.bot_data["services"]
     await _supervisor(services).guard("recheck", services.coordinator.recheck_links)
+
+
+def job_queue_of(app: Application) -> JobQueue:
+    """The application's JobQueue (built with the job-queue extra, so it is always there)."""
+    if app.job_queue is None:
+        raise RuntimeError("python-telegram-bot was installed without its job-queue extra")
+    return app.job_queue
 
 
 async def housekeeping_job(context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -77,7 +84,7 @@ async def start(app: Application) -> None:
     await worker.recover()
     await services.coordinator.restore()
     supervisor.spawn("outbox", worker.run())
-    jq = app.job_queue
+    jq = job_queue_of(app)
     jq.run_once(poll_job, 1.0, name="poll")
     jq.run_repeating(digest_job, DIGEST_TICK_SECONDS, first=5.0, name="digests")
     jq.run_repeating(recheck_job, RECHECK_SECONDS, first=600.0, name="recheck")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Bitrix24 roles, in the order the interface shows them.
@@ -41,7 +41,7 @@ def zone(name: str) -> tzinfo:
     if m:
         sign = 1 if m.group(1) == "+" else -1
         delta = timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
-        return timezone(sign * delta) if delta else timezone.utc
+        return timezone(sign * delta) if delta else UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError) as err:

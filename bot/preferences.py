@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Callable
 
 from bot.model import UserSettings
 from bot.parsing import AlertsRemove, AlertsSet, DigestEmpty, DigestSet, QuietSet, Toggle

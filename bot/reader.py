@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.bitrix import INTERACTIVE_DEADLINE, BitrixClient, CounterResult
@@ -23,7 +23,7 @@ class Reading:
 
     def read_at_utc(self) -> datetime:
         """read_at as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.read_at, timezone.utc)
+        return datetime.fromtimestamp(self.read_at, UTC)
 
 
 class CounterReader:
@@ -53,7 +53,7 @@ class CounterReader:
         # shield: one impatient caller that is cancelled must not cancel the read the others await.
         return await asyncio.shield(task)
 
-    def _finished(self, bitrix_user_id: int, task: "asyncio.Task[Reading]") -> None:
+    def _finished(self, bitrix_user_id: int, task: asyncio.Task[Reading]) -> None:
         self._in_flight.pop(bitrix_user_id, None)
         if not task.cancelled():
             task.exception()  # retrieved here too: every waiter may have been cancelled

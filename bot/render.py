@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Mapping, Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
@@ -197,7 +197,7 @@ def render_digest(
     quiet_items: Sequence[Alert] = (),
 ) -> str:
     """A digest: every role, with the change since the last scheduled digest that was sent."""
-    lines = [t(lang, "digest_title" if scheduled else "digest_now_title")]
+    lines: list[str] = [t(lang, "digest_title" if scheduled else "digest_now_title")]
     compare = previous is not None
     for role in ROLES:
         if role in results:

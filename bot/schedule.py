@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from .model import UserSettings
 
@@ -54,12 +54,12 @@ def local_to_utc(day: date, at: time, tz: tzinfo) -> datetime:
     # (spring-forward) time PEP 495 makes fold=0 use the offset in force *before* the
     # transition, which is exactly "shifted forward by the gap" (02:30 EST -> 03:30 EDT).
     first = naive.replace(tzinfo=tz, fold=0)
-    utc = first.astimezone(timezone.utc)
+    utc = first.astimezone(UTC)
     round_trip = utc.astimezone(tz).replace(tzinfo=None)
     if round_trip != naive:
         # A gap: round-tripping lands after the gap. Check the shift really is forward, so a
         # tzinfo with unusual fold semantics cannot make us fire before the local time.
-        later = naive.replace(tzinfo=tz, fold=1).astimezone(timezone.utc)
+        later = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
         utc = max(utc, later)
     return utc
 

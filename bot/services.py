@@ -32,8 +32,8 @@ class Services:
     bitrix: BitrixClient
     metrics: Metrics = field(default_factory=Metrics)
     started_at: float = 0.0
-    outbox: "OutboxWorker | None" = None
-    supervisor: "Supervisor | None" = None
+    outbox: OutboxWorker | None = None
+    supervisor: Supervisor | None = None
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.settings, self.storage, self.clock, self.wake_outbox)

@@ -6,8 +6,9 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ class Html(str):
 def pick_language(choice: str | None, telegram_code: str | None, default: str) -> str:
     """The user's /language choice, else Telegram's language_code when en or ru, else the default."""
     if choice in LANGUAGES:
-        return choice  # type: ignore[return-value]
+        return str(choice)
     code = (telegram_code or "").split("-")[0].lower()
     return code if code in LANGUAGES else default
 

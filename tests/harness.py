@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from bot.app import build_application
 from bot.bitrix import BitrixClient, LeakyBucket, TimeBudget, build_http_client
@@ -54,7 +55,7 @@ class Harness:
         self._http: Any = None
         self.storage: Storage | None = None
 
-    async def __aenter__(self) -> "Harness":
+    async def __aenter__(self) -> Harness:
         self.storage = await Storage.open(self.settings.database_path)
         self._http = build_http_client(transport=self.b24_transport())
         bucket = LeakyBucket(self.settings.bitrix24_requests_per_second, self.settings.bitrix24_burst)
@@ -116,7 +117,7 @@ class Harness:
         return result
 
     @asynccontextmanager
-    async def polling(self) -> AsyncIterator["Harness"]:
+    async def polling(self) -> AsyncIterator[Harness]:
         """Run the real long polling and update processing (16 at once), as the bot does; no jobs."""
         self.tg.drop_updates()  # those `send` already handled must not be handed out again
         await self.app.updater.start_polling(timeout=1, poll_interval=0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from bot.alerts import (
@@ -20,7 +20,7 @@ from bot.alerts import (
 )
 from bot.model import AlertState, UserSettings
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 
 

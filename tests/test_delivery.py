@@ -9,9 +9,10 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -477,7 +478,7 @@ async def test_a_bulk_message_to_an_idle_chat_does_not_wait_while_interactive_on
 
         at = [c.at for c in r.fake.calls if c.method == "sendMessage" and c.params["chat_id"] == 1]
         assert sorted(r.fake.texts(1)) == [f"answer {n}" for n in range(8)]
-        assert min(b - a for a, b in zip(at, at[1:])) >= 0.97  # chat 1 still gets one a second
+        assert min(b - a for a, b in zip(at, at[1:], strict=False)) >= 0.97  # chat 1 still gets one a second
         assert r.fake.texts(2) == ["digest"]
         assert (await r.rows())[row_id]["status"] == "sent"
 
@@ -496,11 +497,11 @@ async def test_sends_respect_25_per_second_overall_and_1_per_second_per_chat(tmp
         assert fake.too_many_requests == 0
         times = sorted(c.at for c in calls)
         # Any 26 consecutive sends span at least a second (25/s), allowing a little arrival jitter.
-        assert min(b - a for a, b in zip(times, times[25:])) >= 0.97
+        assert min(b - a for a, b in zip(times, times[25:], strict=False)) >= 0.97
         for chat in range(200, 220):
             at = [c.at for c in calls if c.params["chat_id"] == chat]
             assert len(at) == 3
-            assert min(b - a for a, b in zip(at, at[1:])) >= 0.97
+            assert min(b - a for a, b in zip(at, at[1:], strict=False)) >= 0.97
         assert elapsed < 4.0  # ~2.4 s at 25/s: the limits do not slow it down further
 
 

@@ -10,7 +10,7 @@ import signal
 import sqlite3
 from collections import Counter
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ USERS = 40
 
 async def seed_due_digests(db_path: Path, users: int) -> None:
     """Linked users whose digest fell due at the start of this UTC minute, saved an hour ago."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     due = now.replace(second=0, microsecond=0)
     settings = replace(UserSettings(), digest_time=due.time().replace(second=0), digest_days=ALL_DAYS, digest_empty=True)
     storage = await Storage.open(db_path)

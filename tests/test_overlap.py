@@ -8,9 +8,10 @@ what crossed the wire and what landed in SQLite.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from tests import db as tdb
 from tests.fakes.bitrix import Scripted
@@ -20,7 +21,7 @@ from tests.test_linking import ANNA, code_sent_to, link
 from tests.test_scheduled import alerts, digests, linked, portal
 
 BORIS = 548
-MONDAY_0900 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+MONDAY_0900 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 async def during_read(h: Harness, work: Awaitable[Any], action: Callable[[], Awaitable[Any]]) -> Any:
@@ -124,7 +125,7 @@ async def test_a_link_moved_while_the_poll_reads_gives_neither_holder_an_alert_a
 
 
 def digest_portal(tmp_path: Path) -> Harness:
-    h = portal(tmp_path, FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)))
+    h = portal(tmp_path, FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC)))
     h.b24.set_counters(ANNA, "view_all", expired=2, new_comments=1)
     return h
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from bot.model import ALL_DAYS, WORK_DAYS, UserSettings
@@ -21,7 +21,7 @@ from bot.schedule import (
     read_lead_time,
 )
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def utc(*parts: int) -> datetime:

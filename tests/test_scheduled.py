@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from tests.fakes.clock import FakeClock
 from tests.harness import Harness
 from tests.test_linking import ANNA, link
 
-MONDAY_0600 = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)
+MONDAY_0600 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
 
 def fail_requests(h: Harness, status: int, code: str, description: str, times: int = 50) -> None:
@@ -107,20 +107,20 @@ async def test_user_whose_counters_read_empty_keeps_their_state(tmp_path: Path) 
 
 
 async def test_quiet_hours_hold_alerts_and_sum_up_at_the_end(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 21, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 21, 0, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await linked(h)
         await h.say(42, "/quiet 22:00-07:00")
         await h.say(42, "/alerts comments 5")
         await h.poll()
-        h.clock.set(datetime(2026, 3, 2, 23, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 23, 0, tzinfo=UTC))
         h.b24.set_counters(ANNA, "view_all", expired=2, new_comments=6)
         await h.poll()
         assert alerts(h) == []
-        h.clock.set(datetime(2026, 3, 3, 3, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 3, 3, 0, tzinfo=UTC))
         h.b24.set_counters(ANNA, "view_all", expired=3, new_comments=1)
         await h.poll()
-        h.clock.set(datetime(2026, 3, 3, 7, 1, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 3, 7, 1, tzinfo=UTC))
         await h.poll()
         summaries = [t for t in h.tg.texts(42) if "During quiet hours" in t]
         assert len(summaries) == 1 and "Overdue: <b>3</b>" in summaries[0] and "New comments" not in summaries[0]
@@ -165,14 +165,14 @@ def digests(h: Harness, chat_id: int = 42) -> list[str]:
 
 
 async def test_digest_at_local_time_once_per_date_across_restarts(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 5, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 5, 0, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await link(h, 42)
         await h.say(42, "/timezone Europe/Moscow")  # 09:00 MSK = 06:00 UTC
         h.b24.set_counters(ANNA, "view_all", expired=2, new_comments=1)
-        h.clock.set(datetime(2026, 3, 2, 5, 59, 30, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 5, 59, 30, tzinfo=UTC))
         assert await h.services.coordinator.digest_tick() == 0  # 30 s early: one batch needs less
-        h.clock.set(datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 6, 0, tzinfo=UTC))
         h.b24.requests.clear()
         assert await h.services.coordinator.digest_tick() == 1
         assert h.b24.request_count("batch") == 1
@@ -188,26 +188,26 @@ async def test_digest_at_local_time_once_per_date_across_restarts(tmp_path: Path
 
 
 async def test_digest_is_read_ahead_for_many_users_and_waits_for_its_time(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     async with portal(tmp_path, clock, BITRIX24_REQUESTS_PER_SECOND="0.1") as h:
         await link(h, 42)
         h.b24.set_counters(ANNA, "view_all", expired=1, new_comments=0)
-        h.clock.set(datetime(2026, 3, 2, 8, 59, 55, tzinfo=timezone.utc))  # lead at 0.1 req/s: 10 s
+        h.clock.set(datetime(2026, 3, 2, 8, 59, 55, tzinfo=UTC))  # lead at 0.1 req/s: 10 s
         assert await h.services.coordinator.digest_tick() == 1
         await h.flush()
         assert digests(h) == []  # queued for 09:00
-        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
         await h.flush()
         assert len(digests(h)) == 1
 
 
 @pytest.mark.parametrize("late_minutes, sent", [(119, True), (121, False)])
 async def test_downtime_catch_up_inside_and_outside_two_hours(tmp_path: Path, late_minutes: int, sent: bool) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await link(h, 42)
         h.b24.set_counters(ANNA, "view_all", expired=1, new_comments=0)
-    clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+    clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
     clock.advance(minutes=late_minutes)
     async with portal(tmp_path, clock) as h:
         h.b24.set_counters(ANNA, "view_all", expired=1, new_comments=0)
@@ -219,10 +219,10 @@ async def test_downtime_catch_up_inside_and_outside_two_hours(tmp_path: Path, la
 
 
 async def test_unreadable_bitrix24_delays_the_digest_then_it_goes(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await link(h, 42)
-        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
         h.b24.set_counters(ANNA, "view_all", expired=1, new_comments=0)
         fail_requests(h, 500, "INTERNAL_SERVER_ERROR", "Internal server error")
         assert await h.services.coordinator.digest_tick() == 0
@@ -233,63 +233,63 @@ async def test_unreadable_bitrix24_delays_the_digest_then_it_goes(tmp_path: Path
 
 
 async def test_empty_digest_is_skipped_unless_asked_for(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await link(h, 42)
-        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         assert [r["status"] for r in await tdb.digest_log(h.storage, 42)] == ["skipped"]
         await h.say(42, "/digest empty on")
-        h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         await h.flush()
         assert len(digests(h)) == 1
 
 
 async def test_digest_shows_the_change_since_the_last_one_and_digest_now_changes_nothing(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await link(h, 42)
         h.b24.set_counters(ANNA, "view_all", expired=2, new_comments=1)
-        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         await h.flush()  # only a digest Telegram accepted is the baseline for the next one
         h.b24.set_counters(ANNA, "view_all", expired=5, new_comments=0)
-        h.clock.set(datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
         (now_text,) = await h.say(42, "/digest now")
         assert "Overdue 5 (+3) · New comments 0 (-1)" in now_text and "digest of 2026-03-02" in now_text
         assert len(await tdb.digest_log(h.storage, 42)) == 1
-        h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         await h.flush()
         assert "Overdue 5 (+3)" in digests(h)[-1]
 
 
 async def test_changing_the_digest_time_never_makes_a_second_one(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await link(h, 42)
         h.b24.set_counters(ANNA, "view_all", expired=1, new_comments=0)
-        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         await h.say(42, "/digest 10:00")
-        h.clock.set(datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
         assert await h.services.coordinator.digest_tick() == 0
         await h.say(42, "/digest 9:30")  # already past when saved: no catch-up tomorrow's is next
-        h.clock.set(datetime(2026, 3, 2, 10, 30, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 10, 30, tzinfo=UTC))
         assert await h.services.coordinator.digest_tick() == 0
         await h.flush()
         assert len(digests(h)) == 1
 
 
 async def test_paused_days_are_skipped_and_the_return_day_is_sent(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await link(h, 42)
         await h.say(42, "/digest empty on")
         await h.say(42, "/pause 2026-03-04")
         for day in (2, 3, 4):
-            h.clock.set(datetime(2026, 3, day, 9, 0, tzinfo=timezone.utc))
+            h.clock.set(datetime(2026, 3, day, 9, 0, tzinfo=UTC))
             await h.services.coordinator.digest_tick()
         await h.flush()
         assert [(r["local_date"], r["status"]) for r in await tdb.digest_log(h.storage, 42)] == [

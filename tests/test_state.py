@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -33,21 +33,21 @@ async def test_a_language_chosen_before_linking_keeps_only_the_language_and_the_
 
 
 async def test_a_link_to_another_account_starts_a_fresh_digest_log(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     h = portal(tmp_path, clock)
     h.b24.add_user(BORIS, "Boris", "Ivanov")
     h.b24.set_counters(ANNA, "view_all", expired=4, new_comments=0)
     h.b24.set_counters(BORIS, "view_all", expired=1, new_comments=0)
     async with h:
         await link(h, 42)
-        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         await h.flush()
         assert len(digests(h)) == 1
         await h.say(42, "/unlink")
         await link(h, 42, str(BORIS))
         assert await tdb.digest_log(h.storage, 42) == []
-        h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         await h.flush()
         assert len(digests(h)) == 2 and "(-3)" not in digests(h)[-1]  # no delta against Anna's counters
@@ -135,28 +135,28 @@ async def test_a_moved_link_and_its_notice_happen_together_or_not_at_all(tmp_pat
 
 
 async def test_a_digest_telegram_refused_is_no_baseline_for_the_next_one(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await link(h, 42)
         h.b24.set_counters(ANNA, "view_all", expired=2, new_comments=0)
-        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         h.tg.script("sendMessage", (400, "Bad Request: message is too long"))
         await h.flush()
         assert [r["status"] for r in await tdb.digest_log(h.storage, 42)] == ["failed"]
         h.b24.set_counters(ANNA, "view_all", expired=5, new_comments=0)
-        h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         await h.flush()
         assert "(+3)" not in digests(h)[-1]
 
 
 async def test_a_digest_whose_retry_moved_its_time_is_still_withdrawn_when_the_settings_change(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 50, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 50, tzinfo=UTC))
     async with portal(tmp_path, clock) as h:
         await link(h, 42)
         h.b24.set_counters(ANNA, "view_all", expired=2, new_comments=0)
-        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         (row,) = [r for r in await tdb.outbox_rows(h.storage) if r["kind"] == "digest"]
         async with h.storage.transaction() as db:  # as the retry after a refused connection does
@@ -165,7 +165,7 @@ async def test_a_digest_whose_retry_moved_its_time_is_still_withdrawn_when_the_s
         await h.say(42, "/digest 10:00")
         assert [r["status"] for r in await tdb.outbox_rows(h.storage) if r["kind"] == "digest"] == ["dropped"]
         assert [r for r in await tdb.digest_log(h.storage, 42)] == []
-        h.clock.set(datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
         await h.services.coordinator.digest_tick()
         await h.flush()
         assert len(digests(h)) == 1
@@ -217,7 +217,7 @@ async def test_a_user_off_the_allow_list_gets_no_notice_and_stats_show_when_the_
 
 
 async def test_a_stored_zone_the_system_does_not_know_stops_only_that_user(tmp_path: Path) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     h = portal(tmp_path, clock)
     h.b24.add_user(BORIS, "Boris", "Ivanov")
     h.b24.set_counters(BORIS, "view_all", expired=0, new_comments=0)
@@ -229,7 +229,7 @@ async def test_a_stored_zone_the_system_does_not_know_stops_only_that_user(tmp_p
             await db.execute("UPDATE user_settings SET timezone = 'Mars/Olympus_Mons' WHERE telegram_user_id = 42")
         h.b24.set_counters(ANNA, "view_all", expired=3, new_comments=0)
         h.b24.set_counters(BORIS, "view_all", expired=3, new_comments=0)
-        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+        h.clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
         result = await h.poll()
         assert result.cause is None and result.broken == 1
         assert len([t for t in h.tg.texts(43) if t.startswith("⚠️")]) == 1, h.tg.texts(43)

@@ -10,9 +10,10 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from bot.app import run
@@ -132,7 +133,7 @@ async def test_a_failing_poll_is_retried_with_backoff_counted_and_shown_in_healt
         monkeypatch.setattr(coordinator, "poll_cycle", failing_until(released, failures, coordinator.poll_cycle))
         async with running(h):
             await wait_until(lambda: len(failures) >= 5)  # the first at 1 s, then 0.05, 0.1, 0.2, 0.2 s later
-            gaps = [b - a for a, b in zip(failures, failures[1:])]
+            gaps = [b - a for a, b in zip(failures, failures[1:], strict=False)]
             assert gaps[0] >= 0.04 and gaps[2] >= 0.18 and max(gaps) < 1.0  # backoff, not the 300 s interval
             ticks.now += 61
             ok, body = health_status(h.app)

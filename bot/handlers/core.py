@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from telegram import InlineKeyboardMarkup, Update
+from telegram import CallbackQuery, Chat, InlineKeyboardMarkup, Message, Update
+from telegram import User as TgUser
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop
 
@@ -20,6 +21,34 @@ log = logging.getLogger(__name__)
 
 
 PUBLIC_IN_GROUPS = frozenset({"start", "help"})
+
+
+def sender(update: Update) -> TgUser:
+    """The Telegram user behind an update that reached a handler (the gate stops updates without one)."""
+    if update.effective_user is None:
+        raise ValueError("an update without a user reached a handler")
+    return update.effective_user
+
+
+def message_of(update: Update) -> Message:
+    """The message a command handler answers."""
+    if update.effective_message is None:
+        raise ValueError("a command without a message reached a handler")
+    return update.effective_message
+
+
+def chat_of(update: Update) -> Chat:
+    """The chat of an update that reached a handler."""
+    if update.effective_chat is None:
+        raise ValueError("an update without a chat reached a handler")
+    return update.effective_chat
+
+
+def query_of(update: Update) -> CallbackQuery:
+    """The button press a button handler answers."""
+    if update.callback_query is None:
+        raise ValueError("a button handler got no callback query")
+    return update.callback_query
 
 
 @dataclass(frozen=True)
@@ -71,7 +100,7 @@ async def gate(update: Update, context: BotContext) -> None:
             await update.callback_query.answer()
         if chat.type == ChatType.PRIVATE and update.effective_message is not None:
             lang = services.accounts.language(None, tg_user.language_code)
-            await update.effective_message.reply_text(t(lang, "private_bot"))
+            await message_of(update).reply_text(t(lang, "private_bot"))
         raise ApplicationHandlerStop
     if chat.type != ChatType.PRIVATE:
         if update.callback_query:
@@ -80,7 +109,7 @@ async def gate(update: Update, context: BotContext) -> None:
         name = _command_name(update)
         if name is not None and name not in PUBLIC_IN_GROUPS:
             lang = services.accounts.language(None, tg_user.language_code)
-            await update.effective_message.reply_text(t(lang, "group_refusal"))
+            await message_of(update).reply_text(t(lang, "group_refusal"))
         if name not in PUBLIC_IN_GROUPS:
             raise ApplicationHandlerStop
         return
@@ -92,22 +121,22 @@ async def gate(update: Update, context: BotContext) -> None:
 async def start_command(update: Update, context: BotContext) -> None:
     """Greets the user and says how to link an account."""
     who = await caller(update, context)
-    if who.user is not None and who.linked and update.effective_chat.type == ChatType.PRIVATE:
-        await update.effective_message.reply_text(t(who.lang, "start_linked", name=who.user.full_name))
+    if who.user is not None and who.linked and chat_of(update).type == ChatType.PRIVATE:
+        await message_of(update).reply_text(t(who.lang, "start_linked", name=who.user.full_name))
     else:
-        await update.effective_message.reply_text(t(who.lang, "start"))
+        await message_of(update).reply_text(t(who.lang, "start"))
 
 
 async def help_command(update: Update, context: BotContext) -> None:
     """Lists the commands."""
     lang = await language_of(update, context)
-    await update.effective_message.reply_text(t(lang, "help"))
+    await message_of(update).reply_text(t(lang, "help"))
 
 
 async def chat_member_update(update: Update, context: BotContext) -> None:
     """Marks a user inactive when they block the bot and active when they unblock it."""
     member = update.my_chat_member
-    if member.chat.type != ChatType.PRIVATE:
+    if member is None or member.chat.type != ChatType.PRIVATE:
         return
     blocked = member.new_chat_member.status in ("kicked", "left")
     if await context.services.accounts.set_blocked(member.chat.id, blocked):
@@ -117,16 +146,16 @@ async def chat_member_update(update: Update, context: BotContext) -> None:
 async def on_error(update: object, context: BotContext) -> None:
     """Logs the failure and gives the user an honest, short answer."""
     log.error("error while handling an update", exc_info=context.error)
-    if isinstance(update, Update) and update.effective_message and update.effective_chat.type == ChatType.PRIVATE:
+    if isinstance(update, Update) and update.effective_message and chat_of(update).type == ChatType.PRIVATE:
         lang = await language_of(update, context)
         try:
-            await update.effective_message.reply_text(t(lang, "internal_error"))
+            await message_of(update).reply_text(t(lang, "internal_error"))
         except Exception:  # the answer itself failed: nothing more to do than log it
             log.warning("could not send the error answer", exc_info=True)
 
 
 async def reply(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
-    await update.effective_message.reply_text(text, reply_markup=markup)
+    await message_of(update).reply_text(text, reply_markup=markup)
 
 
 async def show(update: Update, lang: str, current: str, example: str) -> None:
@@ -140,7 +169,7 @@ async def parse_error_answer(update: Update, lang: str, err: parsing.ParseError)
 
 
 async def bitrix_failed(update: Update, lang: str, err: BitrixError) -> None:
-    log.warning("bitrix24 failed for telegram_user_id=%d: %s %s", update.effective_user.id, err.kind, err.code)
+    log.warning("bitrix24 failed for telegram_user_id=%d: %s %s", sender(update).id, err.kind, err.code)
     await reply(update, t(lang, "bitrix_error", reason=err.text(lang)))
 
 
@@ -157,13 +186,13 @@ async def stats_command(update: Update, context: BotContext) -> None:
     """Admins: the figures /metrics exports, in a readable message."""
     services = context.services
     lang = await language_of(update, context)
-    if update.effective_user.id not in services.settings.admin_telegram_user_ids:
+    if sender(update).id not in services.settings.admin_telegram_user_ids:
         await reply(update, t(lang, "admins_only"))
         return
     coordinator = services.coordinator
     linked, active = await links.counts(services.storage.db)
     result = coordinator.last_result
-    stamp = datetime.fromtimestamp(result.finished_at, timezone.utc).strftime("%Y-%m-%d %H:%M") if result else ""
+    stamp = datetime.fromtimestamp(result.finished_at, UTC).strftime("%Y-%m-%d %H:%M") if result else ""
     if result is None:
         last_poll = t(lang, "stats_never")
     elif result.cause is None:

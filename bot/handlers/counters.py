@@ -10,7 +10,7 @@ from telegram.error import BadRequest
 
 from bot import parsing, render
 from bot.errors import BitrixError
-from bot.handlers.core import bitrix_failed, caller, linked_caller, parse_error_answer, reply
+from bot.handlers.core import bitrix_failed, caller, linked_caller, parse_error_answer, query_of, reply
 from bot.model import ROLE_ALIASES, ROLES, UserSettings
 from bot.services import BotContext
 from bot.storage import settings as user_settings
@@ -72,7 +72,7 @@ async def counters_command(update: Update, context: BotContext) -> None:
 
 async def counters_button(update: Update, context: BotContext) -> None:
     """Role and Refresh buttons: edit the counters message in place."""
-    query = update.callback_query
+    query = query_of(update)
     short = (query.data or "").partition(":")[2]
     who = await caller(update, context)
     user = who.user

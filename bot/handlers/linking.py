@@ -8,7 +8,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot import parsing, render
 from bot.errors import BitrixError
-from bot.handlers.core import bitrix_failed, language_of, parse_error_answer, reply
+from bot.handlers.core import bitrix_failed, language_of, message_of, parse_error_answer, reply, sender
 from bot.handlers.counters import send_counters
 from bot.linking import LinkResult, Outcome
 from bot.model import UserSettings
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def account_label(update: Update) -> str:
     """How the code notification names the Telegram account that asked."""
-    user = update.effective_user
+    user = sender(update)
     return f"@{user.username} (ID {user.id})" if user.username else f"ID {user.id}"
 
 
@@ -38,7 +38,7 @@ async def link_command(update: Update, context: BotContext) -> None:
         await parse_error_answer(update, lang, err)
         return
     try:
-        result = await services.linker.request(update.effective_user.id, account_label(update), target)
+        result = await services.linker.request(sender(update).id, account_label(update), target)
     except BitrixError as err:
         await bitrix_failed(update, lang, err)
         return
@@ -58,7 +58,7 @@ async def verify_command(update: Update, context: BotContext) -> None:
 async def text_message(update: Update, context: BotContext) -> None:
     """A bare six-digit message is a code; anything else gets a pointer to /help."""
     lang = await language_of(update, context)
-    code = parsing.parse_code(update.effective_message.text or "")
+    code = parsing.parse_code(message_of(update).text or "")
     if code is not None:
         await _verify(update, context, lang, code)
     else:
@@ -67,7 +67,7 @@ async def text_message(update: Update, context: BotContext) -> None:
 
 async def _verify(update: Update, context: BotContext, lang: str, code: str) -> None:
     try:
-        result = await context.services.linker.verify(update.effective_user.id, code)
+        result = await context.services.linker.verify(sender(update).id, code)
     except BitrixError as err:
         await bitrix_failed(update, lang, err)
         return
@@ -94,7 +94,7 @@ async def _link_outcome(update: Update, context: BotContext, lang: str, result: 
         return
     settings: UserSettings | None = result.settings
     assert settings is not None and result.bitrix_user_id is not None and result.full_name is not None
-    lang = context.services.accounts.language(settings.language, update.effective_user.language_code)
+    lang = context.services.accounts.language(settings.language, sender(update).language_code)
     if settings.digest_enabled:
         text = t(
             lang,
@@ -109,7 +109,7 @@ async def _link_outcome(update: Update, context: BotContext, lang: str, result: 
     button = InlineKeyboardMarkup([[InlineKeyboardButton(t(lang, "button_settings"), callback_data="s:show")]])
     await reply(update, text, button)
     # The old holder (if the link moved) was told in the same transaction that moved it.
-    await send_counters(update, context, lang, update.effective_user.id, result.bitrix_user_id, result.full_name, render.EVERY_ROLE)
+    await send_counters(update, context, lang, sender(update).id, result.bitrix_user_id, result.full_name, render.EVERY_ROLE)
 
 
 async def unlink_command(update: Update, context: BotContext) -> None:
@@ -117,7 +117,7 @@ async def unlink_command(update: Update, context: BotContext) -> None:
     services = context.services
     lang = await language_of(update, context)
     if context.args:
-        if update.effective_user.id not in services.settings.admin_telegram_user_ids:
+        if sender(update).id not in services.settings.admin_telegram_user_ids:
             await reply(update, t(lang, "admins_only"))
             return
         try:
@@ -128,16 +128,16 @@ async def unlink_command(update: Update, context: BotContext) -> None:
             await reply(update, t(lang, "admin_unlink_usage"))
             return
         holder = await services.accounts.unlink_bitrix_user(
-            int(target.value), notice="unlinked_by_admin", unless=update.effective_user.id
+            int(target.value), notice="unlinked_by_admin", unless=sender(update).id
         )
         if holder is None:
             await reply(update, t(lang, "admin_not_linked", bitrix_user_id=target.value))
             return
-        log.info("admin telegram_user_id=%d unlinked bitrix_user_id=%s", update.effective_user.id, target.value)
+        log.info("admin telegram_user_id=%d unlinked bitrix_user_id=%s", sender(update).id, target.value)
         await reply(update, t(lang, "admin_unlinked", bitrix_user_id=target.value))
         return
-    if await services.accounts.unlink(update.effective_user.id):
-        log.info("telegram_user_id=%d unlinked", update.effective_user.id)
+    if await services.accounts.unlink(sender(update).id):
+        log.info("telegram_user_id=%d unlinked", sender(update).id)
         await reply(update, t(lang, "unlinked"))
     else:
         await reply(update, t(lang, "not_linked"))
@@ -146,6 +146,6 @@ async def unlink_command(update: Update, context: BotContext) -> None:
 async def forget_command(update: Update, context: BotContext) -> None:
     """Deletes every row about the user except limit records."""
     lang = await language_of(update, context)
-    await context.services.accounts.forget(update.effective_user.id)
-    log.info("telegram_user_id=%d forgotten", update.effective_user.id)
+    await context.services.accounts.forget(sender(update).id)
+    log.info("telegram_user_id=%d forgotten", sender(update).id)
     await reply(update, t(lang, "forgotten"))

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from telegram import Update
 
 from bot import parsing, preferences, render
 from bot.errors import BitrixError
-from bot.handlers.core import Caller, bitrix_failed, caller, language_of, linked_caller, parse_error_answer, reply, show
+from bot.handlers.core import (
+    Caller,
+    bitrix_failed,
+    caller,
+    language_of,
+    linked_caller,
+    parse_error_answer,
+    query_of,
+    reply,
+    sender,
+    show,
+)
 from bot.handlers.counters import edit_in_place
 from bot.model import UserSettings
 from bot.schedule import local_today
@@ -47,7 +59,7 @@ async def settings_command(update: Update, context: BotContext) -> None:
 
 async def settings_button(update: Update, context: BotContext) -> None:
     """Settings buttons: apply the toggle and edit the settings message in place."""
-    query = update.callback_query
+    query = query_of(update)
     action = (query.data or "").partition(":")[2]
     who = await caller(update, context)
     user = who.user
@@ -62,7 +74,7 @@ async def settings_button(update: Update, context: BotContext) -> None:
         await query.answer(t(who.lang, "not_linked"))
         return
     await query.answer()
-    lang = context.services.accounts.language(settings.language, update.effective_user.language_code)
+    lang = context.services.accounts.language(settings.language, sender(update).language_code)
     text, markup = render.render_settings(lang, settings, full_name=user.full_name), render.settings_keyboard(lang, settings)
     if action == "show":
         await reply(update, text, markup)
@@ -73,7 +85,7 @@ async def settings_button(update: Update, context: BotContext) -> None:
 SettingsCommand = Callable[[Update, BotContext, str, User, UserSettings], Awaitable[None]]
 
 
-def _settings_command(body: SettingsCommand) -> Callable[[Update, BotContext], Awaitable[None]]:
+def _settings_command(body: SettingsCommand) -> Callable[[Update, BotContext], Coroutine[Any, Any, None]]:
     """Wrap a settings command: linked users only; a ParseError becomes a one-line answer."""
 
     async def handler(update: Update, context: BotContext) -> None:
@@ -95,7 +107,7 @@ async def _saved(
 ) -> None:
     """Apply the change in one unit of work and confirm with what was stored."""
     after = await _save(context, user.telegram_user_id, change)
-    lang = context.services.accounts.language_of(user, update.effective_user.language_code)
+    lang = context.services.accounts.language_of(user, sender(update).language_code)
     await reply(update, text(after) if after is not None else t(lang, "not_linked"))
 
 
@@ -206,7 +218,7 @@ async def language_command(update: Update, context: BotContext) -> None:
     services = context.services
     defaults = UserSettings(timezone=services.settings.default_timezone, digest_time=services.settings.default_digest_time)
     await services.accounts.change_settings(
-        update.effective_user.id, lambda s: preferences.apply_language(s, choice), create=defaults
+        sender(update).id, lambda s: preferences.apply_language(s, choice), create=defaults
     )
     await reply(update, t(choice, "current_language"))
 
@@ -239,7 +251,7 @@ async def resume_command(update: Update, context: BotContext, lang: str, user: U
 
 async def snooze_button(update: Update, context: BotContext) -> None:
     """Snooze buttons under an alert: 1 h, or until tomorrow's digest time."""
-    query = update.callback_query
+    query = query_of(update)
     _, counter, kind = ((query.data or "") + "::").split(":")[:3]
     services = context.services
     who = await caller(update, context)

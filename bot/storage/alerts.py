@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from bot.model import AlertState
 from bot.storage.core import Db, fetchall, fetchone
@@ -30,7 +31,7 @@ def load(row: Any) -> AlertState:
         counter=row["counter"],
         alerted=bool(row["alerted"]),
         peak=row["peak"],
-        snooze_until=datetime.fromtimestamp(row["snooze_until"], timezone.utc) if row["snooze_until"] is not None else None,
+        snooze_until=datetime.fromtimestamp(row["snooze_until"], UTC) if row["snooze_until"] is not None else None,
         held=bool(row["held"]),
         baseline_needed=bool(row["baseline_needed"]),
     )

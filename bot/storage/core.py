@@ -6,10 +6,11 @@ import asyncio
 import logging
 import os
 import sqlite3
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 import aiosqlite
 
@@ -69,7 +70,7 @@ class Storage:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> "Storage":
+    async def open(cls, path: Path) -> Storage:
         """Open (creating with mode 0600) and migrate the database; refuse a newer one."""
         try:
             if str(path) != ":memory:":
@@ -98,7 +99,7 @@ class Storage:
         return storage
 
     @classmethod
-    async def open_at_version(cls, path: Path, version: int) -> "Storage":
+    async def open_at_version(cls, path: Path, version: int) -> Storage:
         """A new database migrated only up to `version` (tests of later migrations on older data)."""
         db = await aiosqlite.connect(str(path), isolation_level=None)
         storage = cls(db)

@@ -7,8 +7,9 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -54,21 +55,21 @@ class Scripted:
     gate: threading.Event | None = field(default=None, repr=False)
 
     @classmethod
-    def held(cls) -> "Scripted":
+    def held(cls) -> Scripted:
         """An answer that waits until the test opens `gate` (after `arrived` told it the read is in flight)."""
         return cls(arrived=threading.Event(), gate=threading.Event())
 
-    def only_for(self, match: Callable[[str, dict[str, Any]], bool]) -> "Scripted":
+    def only_for(self, match: Callable[[str, dict[str, Any]], bool]) -> Scripted:
         """A copy that answers only requests for which match(method, params) is true."""
         return replace(self, match=match)
 
     @classmethod
-    def error(cls, status: int, code: str, description: str = "") -> "Scripted":
+    def error(cls, status: int, code: str, description: str = "") -> Scripted:
         """A Bitrix24 error envelope."""
         return cls(status=status, json={"error": code, "error_description": description})
 
     @classmethod
-    def html(cls, status: int = 200) -> "Scripted":
+    def html(cls, status: int = 200) -> Scripted:
         """An HTML page instead of JSON, as a blocked portal sends."""
         return cls(
             status=status,
@@ -77,22 +78,22 @@ class Scripted:
         )
 
     @classmethod
-    def empty(cls, status: int = 200) -> "Scripted":
+    def empty(cls, status: int = 200) -> Scripted:
         """An empty body."""
         return cls(status=status, body=b"")
 
     @classmethod
-    def redirect(cls, location: str = "https://login.example/auth/", status: int = 302) -> "Scripted":
+    def redirect(cls, location: str = "https://login.example/auth/", status: int = 302) -> Scripted:
         """A redirect to somewhere else."""
         return cls(status=status, body=b"", headers={"Location": location})
 
     @classmethod
-    def connect_error(cls) -> "Scripted":
+    def connect_error(cls) -> Scripted:
         """The connection drops before an answer."""
         return cls(drop=True)
 
     @classmethod
-    def read_timeout(cls) -> "Scripted":
+    def read_timeout(cls) -> Scripted:
         """The answer never comes in time."""
         return cls(timeout=True)
 

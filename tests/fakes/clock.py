@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 class FakeClock:
     """Same interface as bot.clock.Clock; starts at a fixed instant."""
 
-    def __init__(self, start: datetime = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)) -> None:
+    def __init__(self, start: datetime = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)) -> None:
         self._now = start
 
     def now(self) -> datetime:
