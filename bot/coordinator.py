@@ -242,15 +242,16 @@ class Coordinator:
         for start in range(0, len(items), APPLY_CHUNK):
             chunk = items[start : start + APPLY_CHUNK]
             async with self._storage.transaction() as db:
-                fresh = await audience.load(db, [tid for tid, _ in chunk])
+                tids = [tid for tid, _ in chunk]
+                fresh = await audience.load(db, tids)
+                read_times = await alerts.read_times(db, tids)
                 now = self._clock.now()
                 for tid, (bid, counters) in chunk:
                     current = fresh.get(tid)
                     if current is None or current.link.bitrix_user_id != bid or not self._settings.is_allowed(tid):
                         skipped += 1
                         continue
-                    last = await alerts.snapshot(db, tid)
-                    if last is not None and last[1] > read_started:
+                    if read_times.get(tid, float("-inf")) > read_started:
                         skipped += 1  # a later read of this user was already applied
                         continue
                     try:

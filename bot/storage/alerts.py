@@ -114,6 +114,21 @@ async def snapshot(db: Db, telegram_user_id: int) -> tuple[dict[str, int] | None
     return (json.loads(row[0]) if row[0] else None), row[1]
 
 
+async def read_times(db: Db, telegram_user_ids: list[int]) -> dict[int, float]:
+    """When each of these users' view_all was last read (users never read are absent)."""
+    out: dict[int, float] = {}
+    for start in range(0, len(telegram_user_ids), 500):
+        chunk = telegram_user_ids[start : start + 500]
+        rows = await fetchall(
+            db,
+            f"SELECT telegram_user_id, read_at FROM counter_snapshots WHERE role = 'view_all' "
+            f"AND telegram_user_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        out.update({r[0]: r[1] for r in rows})
+    return out
+
+
 async def delete_snapshots(db: Db, telegram_user_id: int) -> None:
     """Forget the last reads of a user."""
     await db.execute("DELETE FROM counter_snapshots WHERE telegram_user_id = ?", (telegram_user_id,))
