@@ -65,10 +65,14 @@ class Accounts:
         """The language of a stored user; `telegram_code` (from the update at hand) wins over the stored one."""
         return self.language(user.language if user else None, telegram_code or (user.language_code if user else None))
 
+    def may_message(self, telegram_user_id: int) -> bool:
+        """Whether the allow-list lets the bot write to this user (admins always)."""
+        return self._settings.is_allowed(telegram_user_id)
+
     async def notice(self, db: Db, telegram_user_id: int, key: str) -> bool:
         """Inside a transaction: queue a notice to a user in their language; False if they cannot get one."""
         user = await users.get(db, telegram_user_id)
-        if user is None or user.blocked or not self._settings.is_allowed(telegram_user_id):
+        if user is None or user.blocked or not self.may_message(telegram_user_id):
             return False
         text = t(self.language_of(user), key)
         await outbox.enqueue(db, [OutgoingMessage(user.chat_id, telegram_user_id, "notice", text)], self._clock.timestamp())

@@ -303,6 +303,7 @@ class OutboxWorker:
         rows = []
         if free > 0:
             rows = await outbox.due(self._storage.db, now, limit=free * 4, exclude=self._in_flight)
+            rows = await self._drop_not_allowed(rows, now)
         started = 0
         for row in rows:
             if started >= free or self._stopping:
@@ -317,6 +318,20 @@ class OutboxWorker:
             started += 1
         self._metrics.queue_length.set(await outbox.queued_count(self._storage.db))
         return started
+
+    async def _drop_not_allowed(self, rows: list[OutboxRow], now: float) -> list[OutboxRow]:
+        """A user taken off ALLOWED_TELEGRAM_USER_IDS is messaged no more, also by rows queued before."""
+        refused = [r for r in rows if r.telegram_user_id is not None and not self._accounts.may_message(r.telegram_user_id)]
+        if not refused:
+            return rows
+        async with self._storage.transaction() as db:
+            await outbox.drop(db, [r.id for r in refused], now, "not allowed")
+            for row in refused:
+                if row.kind == "digest":
+                    await digests.set_outcome(db, row.id, "dropped")
+        log.info("dropped %d queued messages to users no longer on the allow-list", len(refused))
+        self._metrics.messages.labels("dropped").inc(len(refused))
+        return [r for r in rows if r not in refused]
 
     async def _rest(self, seconds: float) -> None:
         """Wait out a backoff; stop() ends the wait early."""

@@ -257,3 +257,18 @@ async def test_a_time_blocked_method_stays_blocked_across_a_restart(tmp_path: Pa
         assert result.cause == "time_budget" and h.b24.request_count() == before  # no request into a blocked method
         h.clock.advance(minutes=6)
         assert (await h.poll()).cause is None
+
+
+async def test_messages_queued_before_a_user_left_the_allow_list_are_dropped_not_sent(tmp_path: Path) -> None:
+    first = portal(tmp_path)
+    async with first as h:
+        await linked(h)
+        async with h.storage.transaction() as db:
+            await outbox.enqueue(db, [outbox.OutgoingMessage(42, 42, "alert", "queued before the restart")], h.clock.timestamp())
+    second = Harness(tmp_path, clock=first.clock, ALLOWED_TELEGRAM_USER_IDS="5")
+    second.b24, second.tg = first.b24, first.tg
+    async with second as h:
+        await h.flush()
+        assert "queued before the restart" not in h.tg.attempts(42)
+        (row,) = [r for r in await tdb.outbox_rows(h.storage) if r["kind"] == "alert"]
+        assert (row["status"], row["error"]) == ("dropped", "not allowed")
