@@ -9,8 +9,6 @@ import logging
 from prometheus_client import CONTENT_TYPE_LATEST
 from telegram.ext import Application
 
-from bot.supervise import supervisor_of
-
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +26,7 @@ def health_status(app: Application) -> tuple[bool, dict[str, object]]:
     age = now - last_ok
     if age > limit:
         problems.append(f"no successful poll cycle for {age:.0f} s (limit {limit} s)")
-    supervisor = supervisor_of(services)
+    supervisor = services.supervisor
     unhealthy: dict[str, dict[str, object]] = {}
     if supervisor is not None:
         problems += supervisor.problems()

@@ -13,7 +13,8 @@ from telegram.ext import Application, ContextTypes, JobQueue
 
 from bot import health
 from bot.delivery import OutboxWorker
-from bot.supervise import Outcome, Supervisor, supervisor_of
+from bot.services import Services
+from bot.supervise import Outcome, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,9 @@ HOUSEKEEPING_SECONDS = 6 * 3600
 MIN_GAP_SECONDS = 1.0
 
 
-def _supervisor(services: object) -> Supervisor:
+def _supervisor(services: Services) -> Supervisor:
     """The supervisor start() set up; the jobs run only after it."""
-    supervisor = supervisor_of(services)
+    supervisor = services.supervisor
     if supervisor is None:
         raise RuntimeError("jobs run only after jobs.start()")
     return supervisor
@@ -67,13 +68,14 @@ def job_queue_of(app: Application) -> JobQueue:
 
 async def housekeeping_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     """Delete rows whose window has ended (old outbox rows, digest logs, codes, limit records)."""
-    await context.application.bot_data["services"].coordinator.housekeeping()
+    services = context.application.bot_data["services"]
+    await _supervisor(services).guard("housekeeping", services.coordinator.housekeeping)
 
 
 async def start(app: Application) -> None:
     """Start the supervised outbox worker, the jobs and the health endpoint."""
     services = app.bot_data["services"]
-    supervisor = supervisor_of(services)
+    supervisor = services.supervisor
     if supervisor is None:
         supervisor = Supervisor(services.metrics.worker_errors)
         services.supervisor = supervisor
@@ -102,7 +104,7 @@ async def start(app: Application) -> None:
 
 def begin_stop(app: Application) -> None:
     """Shutdown begins: running jobs are cut short, none is scheduled again (synchronous, so nothing slips in)."""
-    supervisor = supervisor_of(app.bot_data["services"])
+    supervisor = app.bot_data["services"].supervisor
     if supervisor is not None:
         supervisor.stopping.set()
     if app.job_queue is not None:
@@ -116,6 +118,6 @@ async def stop(app: Application, timeout: float = 8.0) -> None:
     services = app.bot_data["services"]
     if services.outbox is not None:
         await services.outbox.stop(timeout=timeout)
-    supervisor = supervisor_of(services)
+    supervisor = services.supervisor
     if supervisor is not None:
         await supervisor.stop(timeout=1.0)

@@ -116,11 +116,6 @@ class WorkerHealth:
         }
 
 
-def supervisor_of(services: Any) -> Supervisor | None:
-    """services.supervisor, set by jobs.start() or injected by a test (Services declares no such field yet)."""
-    return getattr(services, "supervisor", None)
-
-
 class Supervisor:
     """Runs the bot's background tasks and jobs under one set of rules, and stops them on shutdown.
 
