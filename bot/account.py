@@ -31,9 +31,13 @@ DIGEST_FIELDS = ("digest_enabled", "digest_time", "digest_days", "timezone", "pa
 class Clock(Protocol):
     """What the accounts read the time from."""
 
-    def now(self) -> datetime: ...  # noqa: D102
+    def now(self) -> datetime:
+        """The current time, UTC-aware."""
+        ...
 
-    def timestamp(self) -> float: ...  # noqa: D102
+    def timestamp(self) -> float:
+        """The current time as Unix seconds."""
+        ...
 
 
 @dataclass(frozen=True)

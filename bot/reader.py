@@ -64,7 +64,3 @@ class CounterReader:
         self._last = {k: v for k, v in self._last.items() if now - v.read_at < WINDOW_SECONDS}
         self._last[bitrix_user_id] = reading
         return reading
-
-    def forget(self, bitrix_user_id: int) -> None:
-        """Drop the last read of a user (their link ended)."""
-        self._last.pop(bitrix_user_id, None)

@@ -155,6 +155,7 @@ async def on_error(update: object, context: BotContext) -> None:
 
 
 async def reply(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    """Answer in the update's chat (interactive: it goes before bulk messages)."""
     await message_of(update).reply_text(text, reply_markup=markup)
 
 
@@ -169,6 +170,7 @@ async def parse_error_answer(update: Update, lang: str, err: parsing.ParseError)
 
 
 async def bitrix_failed(update: Update, lang: str, err: BitrixError) -> None:
+    """Explain a Bitrix24 failure in the user's language; the log gets the kind and code."""
     log.warning("bitrix24 failed for telegram_user_id=%d: %s %s", sender(update).id, err.kind, err.code)
     await reply(update, t(lang, "bitrix_error", reason=err.text(lang)))
 

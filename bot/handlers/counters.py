@@ -91,6 +91,7 @@ async def counters_button(update: Update, context: BotContext) -> None:
 
 
 async def edit_in_place(query: Any, text: str, markup: InlineKeyboardMarkup | None) -> None:
+    """Edit the pressed message; Telegram's "message is not modified" counts as success."""
     try:
         await query.edit_message_text(text, reply_markup=markup)
     except BadRequest as err:
