@@ -57,3 +57,8 @@ async def link(storage: Storage, telegram_user_id: int, bitrix_user_id: int, ful
         await users.upsert_seen(db, telegram_user_id, telegram_user_id, "en", now)
         await user_settings.write(db, telegram_user_id, s, digest_saved_at=now)
         await links.insert(db, telegram_user_id, bitrix_user_id, full_name, now)
+
+
+async def settings_or_default(storage: Storage) -> UserSettings:
+    """Default settings with digests off (bulk users that only poll)."""
+    return UserSettings(digest_enabled=False)

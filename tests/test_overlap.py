@@ -8,11 +8,15 @@ what crossed the wire and what landed in SQLite.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bot.bitrix import COUNTERS_IN_FLIGHT
 from tests import db as tdb
 from tests.fakes.bitrix import Scripted
 from tests.fakes.clock import FakeClock
@@ -216,3 +220,32 @@ async def test_eight_counters_at_once_make_one_bitrix24_read(tmp_path: Path) -> 
             answers = await h.together(*[h.tg.message(42, "/counters") for _ in range(8)], answers=8, chat_id=42)
         assert h.b24.request_count("batch") - before == 1
         assert all("Overdue" in a for a in answers), answers
+
+
+# ---- item 8: a Bitrix24 that hangs ---------------------------------------------------------------
+
+
+async def test_counters_answers_within_its_deadline_while_bitrix24_hangs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.reader.INTERACTIVE_DEADLINE", 0.5)  # 15 s in the bot; the wiring is what is tested
+    async with portal(tmp_path) as h:
+        await linked(h)
+        h.clock.advance(seconds=11)
+        h.b24.push(Scripted(delay=3.0).only_for(lambda method, params: method == "batch"))
+        started = time.monotonic()
+        (answer,) = await h.say(42, "/counters")
+        assert time.monotonic() - started < 2.0
+        assert "Bitrix24 is not answering right now" in answer and "Overdue" not in answer, answer
+
+
+async def test_a_poll_against_a_hanging_bitrix24_fails_fast_after_one_round_of_requests(tmp_path: Path) -> None:
+    async with portal(tmp_path) as h:
+        for n in range(200):  # four batches of 50
+            h.b24.add_user(5000 + n, f"U{n}", "Test")
+            await tdb.link(h.storage, 1000 + n, 5000 + n, f"U{n}", await tdb.settings_or_default(h.storage), 0.0)
+        h.b24.push(Scripted.read_timeout(), times=50)
+        before = len(h.b24.requests)
+        result = await h.services.coordinator.poll_cycle()
+        batches = {tuple(sorted(r.params["cmd"])) for r in h.b24.requests[before:] if r.method == "batch"}
+        assert result.cause == "transient" and result.failed == 200
+        # The batches already in flight finish their retries; the fourth is never sent.
+        assert len(batches) <= COUNTERS_IN_FLIGHT < 4
