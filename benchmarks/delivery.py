@@ -26,14 +26,15 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"  # the fake is on loopback: never through a proxy
 
 import httpx  # noqa: E402
+from telegram.ext import ExtBot  # noqa: E402
+from telegram.request import HTTPXRequest  # noqa: E402
+
 from bot.account import Accounts  # noqa: E402
 from bot.clock import Clock  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.delivery import DeliveryLimiter, OutboxWorker  # noqa: E402
 from bot.metrics import Metrics  # noqa: E402
 from bot.storage import OutgoingMessage, Storage, outbox  # noqa: E402
-from telegram.ext import ExtBot  # noqa: E402
-from telegram.request import HTTPXRequest  # noqa: E402
 from tests import db as tdb  # noqa: E402
 from tests.fakes.server import LoopbackServer  # noqa: E402
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram  # noqa: E402

@@ -8,15 +8,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from telegram import Update
+from telegram.request import HTTPXRequest
+
 from bot.app import build_application
 from bot.bitrix import BitrixClient, LeakyBucket, TimeBudget, build_http_client
 from bot.config import Settings, load_settings
 from bot.delivery import DeliveryLimiter, OutboxWorker
 from bot.services import Services
 from bot.storage import Storage
-from telegram import Update
-from telegram.request import HTTPXRequest
-
 from tests.fakes.bitrix import FakeBitrix
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram

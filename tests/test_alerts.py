@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
+
 from bot.alerts import (
     Alert,
     AlertOutcome,

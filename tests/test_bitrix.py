@@ -10,6 +10,7 @@ from typing import Any
 import certifi
 import httpx
 import pytest
+
 from bot.bitrix import (
     COUNTERS_IN_FLIGHT,
     NO_ACCESS,
@@ -36,7 +37,6 @@ from bot.errors import (
     BitrixTransientError,
 )
 from bot.model import ROLES
-
 from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock
 from tests.fakes.bitrix import FakeBitrix, Scripted, batch_with_user, php_parse_query
 from tests.fakes.server import LoopbackServer, mock_transport

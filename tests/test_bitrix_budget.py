@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
 from bot.bitrix import (
     BULK_SHARE,
     DEFAULT_LIMIT,
@@ -20,7 +21,6 @@ from bot.bitrix import (
 )
 from bot.errors import BitrixTimeBudgetError
 from bot.model import ROLES
-
 from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock
 from tests.fakes.bitrix import FakeBitrix, Scripted
 from tests.fakes.server import mock_transport

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from bot.bitrix import (
     COUNTERS_IN_FLIGHT,
     INTERACTIVE_DEADLINE,
@@ -19,7 +20,6 @@ from bot.bitrix import (
 )
 from bot.errors import BitrixRateLimitedError, BitrixTransientError
 from bot.model import ROLES
-
 from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock
 from tests.fakes.bitrix import FakeBitrix, Scripted, batch_with_user, php_parse_query
 from tests.fakes.server import LoopbackServer, mock_transport

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from bot.bitrix import BitrixClient, Counters, LeakyBucket, build_http_client
 from bot.errors import BitrixBadAnswerError
 from bot.model import ROLES
-
 from tests.fakes.bitrix import FakeBitrix, Scripted, php_parse_query
 from tests.fakes.server import mock_transport
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.check import run_check
 from telegram.request import HTTPXRequest
 
+from bot.check import run_check
 from tests.fakes.bitrix import FakeBitrix
 from tests.fakes.server import mock_transport
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram

@@ -6,6 +6,7 @@ from datetime import time
 from pathlib import Path
 
 import pytest
+
 from bot.config import SettingsError, load_settings, read_dotenv
 
 TOKEN = "123456:FAKE-token_abcdefghijklmnopqrstuvwxyz012"

@@ -16,14 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from telegram.ext import ExtBot
+from telegram.request import HTTPXRequest
+
 from bot.account import Accounts
 from bot.delivery import DeliveryLimiter, OutboxWorker
 from bot.metrics import Metrics
 from bot.storage import OutgoingMessage, Storage, outbox
 from bot.supervise import Backoff, WorkerHealth
-from telegram.ext import ExtBot
-from telegram.request import HTTPXRequest
-
 from tests import db as tdb
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram

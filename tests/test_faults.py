@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from bot.logs import RedactingFormatter
 from bot.model import ALL_DAYS, UserSettings
 from bot.storage import Storage
-
 from tests import db as tdb
 from tests.fakes.bitrix import FakeBitrix, Scripted
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram

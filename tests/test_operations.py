@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from bot import health
-
 from tests.harness import Harness
 from tests.test_linking import ANNA, link
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import date, time
 
 import pytest
+
 from bot import parsing
 from bot.model import zone
 from bot.parsing import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
+
 from bot.model import ALL_DAYS, WORK_DAYS, UserSettings
 from bot.schedule import (
     REASON_LATE,

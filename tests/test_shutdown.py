@@ -9,13 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import bot.app
 import httpx
 import pytest
+
+import bot.app
 from bot.app import run
 from bot.model import UserSettings
 from bot.storage import outbox
-
 from tests import db as tdb
 from tests.harness import Harness
 from tests.test_linking import ANNA

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from bot.model import UserSettings
 from bot.storage import Storage
-
 from tests import db as tdb
 from tests.fakes.bitrix import FakeBitrix, Scripted
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram

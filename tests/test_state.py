@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from bot.storage import Storage, migrations, outbox
 
+from bot.storage import Storage, migrations, outbox
 from tests import db as tdb
 from tests.fakes.clock import FakeClock
 from tests.harness import Harness

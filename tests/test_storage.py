@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from bot.storage import DatabaseTooNew, Storage, StorageError, migrations
 
+from bot.storage import DatabaseTooNew, Storage, StorageError, migrations
 from tests import db as tdb
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bot.app import run
 from bot.health import health_status
 from bot.metrics import Metrics
 from bot.storage import OutgoingMessage, outbox
 from bot.supervise import Backoff, Supervisor
-
 from tests import db as tdb
 from tests.harness import Harness
 
