@@ -21,12 +21,13 @@ EVERY_ROLE = "every"
 KNOWN_ORDER = ("expired", "new_comments")
 
 
+def visible(text: str) -> int:
+    """A message's length as Telegram counts it: after entity parsing, in UTF-16 code units (an emoji is 2)."""
+    return len(html.unescape(re.sub(r"<[^>]*>", "", text)).encode("utf-16-le")) // 2
+
+
 def fit(text: str) -> str:
     """Keep a message within Telegram's 4096 visible characters by dropping whole trailing lines."""
-
-    def visible(s: str) -> int:
-        return len(html.unescape(re.sub(r"<[^>]*>", "", s)))
-
     if visible(text) <= MAX_TEXT:
         return text
     lines = text.split("\n")

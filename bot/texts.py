@@ -253,6 +253,22 @@ TEXTS.update(
         "counters_open": {"en": "Open my tasks", "ru": "Открыть мои задачи"},
         "button_all_roles": {"en": "All roles", "ru": "Все роли"},
         "button_refresh": {"en": "⟳ Refresh", "ru": "⟳ Обновить"},
+        # ---- the tasks behind a counter (SPEC 11) ----
+        "tasks_title": {"en": "<b>Overdue: {role}</b> ({n})", "ru": "<b>Просрочено: {role}</b> ({n})"},
+        "tasks_none": {"en": "Nothing overdue for {role}.", "ru": "Нет просроченных задач: {role}."},
+        "tasks_overdue_by": {"en": "overdue by {age}", "ru": "просрочено на {age}"},
+        "tasks_age_minutes": {"en": "{n} min", "ru": "{n} мин"},
+        "tasks_age_hours": {"en": "{n} h", "ru": "{n} ч"},
+        "tasks_age_days": {"en": "{n} d", "ru": "{n} дн."},
+        "tasks_untitled": {"en": "Task #{id}", "ru": "Задача #{id}"},
+        "tasks_page": {"en": "<i>page {page} of {pages}</i>", "ru": "<i>страница {page} из {pages}</i>"},
+        "tasks_count_differs": {
+            "en": "The list has {listed}, the counter says {counter}: Bitrix24 recounts with a delay, and the list may include tasks you muted.",
+            "ru": "В списке {listed}, счётчик показывает {counter}: Битрикс24 пересчитывает с задержкой, а в списке могут быть задачи, уведомления о которых вы отключили.",
+        },
+        "button_previous": {"en": "‹ Previous", "ru": "‹ Назад"},
+        "button_next": {"en": "Next ›", "ru": "Далее ›"},
+        "button_back_to_counters": {"en": "← Counters", "ru": "← Счётчики"},
         # ---- settings ----
         "settings_title": {"en": "<b>Settings</b>", "ru": "<b>Настройки</b>"},
         "settings_digest": {"en": "Digest: {value}", "ru": "Сводка: {value}"},
