@@ -28,6 +28,7 @@ ERR_DIGEST_TIME = "digest_time_invalid"  # (none): not H:MM / HH:MM in 0:00-23:5
 ERR_DIGEST_DAYS = "digest_days_invalid"  # (none): an unknown day word
 ERR_DIGEST_DAYS_WRAP = "digest_days_wrap"  # start, end: canonical English day names, e.g. fri, mon
 ERR_DIGEST_EMPTY = "digest_empty_invalid"  # (none): `/digest empty` needs on or off
+ERR_DIGEST_TASKS = "digest_tasks_invalid"  # (none): `/digest tasks` needs on or off
 ERR_ALERTS_ARGS = "alerts_args_invalid"  # (none): unknown form
 ERR_ALERTS_COUNTER = "alerts_counter_unknown"  # (none)
 ERR_ALERTS_THRESHOLD = "alerts_threshold_invalid"  # min, max
@@ -115,6 +116,13 @@ class DigestEmpty:
 
 
 @dataclass(frozen=True)
+class DigestTasks:
+    """`/digest tasks on|off`: list the most overdue tasks in the digest, or not."""
+
+    show_tasks: bool
+
+
+@dataclass(frozen=True)
 class DigestSet:
     """`/digest H:MM [days]`: new time; days None means keep the current ones."""
 
@@ -145,7 +153,7 @@ class QuietSet:
     end: time
 
 
-DigestCommand = Show | Toggle | DigestNow | DigestEmpty | DigestSet
+DigestCommand = Show | Toggle | DigestNow | DigestEmpty | DigestTasks | DigestSet
 AlertsCommand = Show | Toggle | AlertsSet | AlertsRemove
 QuietCommand = Show | Toggle | QuietSet
 
@@ -320,7 +328,7 @@ def parse_days(words: Sequence[str]) -> frozenset[int]:
 
 
 def parse_digest(args: Sequence[str]) -> DigestCommand:
-    """Parse `/digest` arguments: show, off, on, now, empty on|off, or H:MM [days]."""
+    """Parse `/digest` arguments: show, off, on, now, empty on|off, tasks on|off, or H:MM [days]."""
     words = _check_args(args, EXAMPLE_DIGEST)
     if not words:
         return SHOW
@@ -337,6 +345,10 @@ def parse_digest(args: Sequence[str]) -> DigestCommand:
         if len(rest) != 1 or rest[0] not in ("on", "off"):
             raise ParseError(ERR_DIGEST_EMPTY, "/digest empty on")
         return DigestEmpty(rest[0] == "on")
+    if head == "tasks":
+        if len(rest) != 1 or rest[0] not in ("on", "off"):
+            raise ParseError(ERR_DIGEST_TASKS, "/digest tasks off")
+        return DigestTasks(rest[0] == "on")
     if not head[:1].isascii() or not head[:1].isdigit():
         raise ParseError(ERR_DIGEST_ARGS, EXAMPLE_DIGEST)
     at = parse_time(head, ERR_DIGEST_TIME, EXAMPLE_DIGEST)

@@ -144,6 +144,7 @@ def render_settings(lang: str, settings: UserSettings, *, full_name: str | None)
     lines.append(
         t(lang, "settings_empty", value=t(lang, "settings_empty_send") if settings.digest_empty else t(lang, "settings_empty_skip"))
     )
+    lines.append(t(lang, "settings_tasks", value=t(lang, "settings_on") if settings.digest_tasks else t(lang, "settings_off")))
     lines.append(t(lang, "settings_alerts", value=Html(alerts_value(lang, settings))))
     lines.append(t(lang, "settings_quiet", value=quiet_value(lang, settings)))
     lines.append(t(lang, "settings_zone", value=zone_label(settings)))
@@ -172,8 +173,12 @@ def settings_keyboard(lang: str, settings: UserSettings) -> InlineKeyboardMarkup
                 t(lang, "button_empty_off" if settings.digest_empty else "button_empty_on"),
                 callback_data="s:empty_off" if settings.digest_empty else "s:empty_on",
             ),
-            InlineKeyboardButton("English" if lang == "ru" else "Русский", callback_data="s:lang_en" if lang == "ru" else "s:lang_ru"),
+            InlineKeyboardButton(
+                t(lang, "button_tasks_off" if settings.digest_tasks else "button_tasks_on"),
+                callback_data="s:tasks_off" if settings.digest_tasks else "s:tasks_on",
+            ),
         ],
+        [InlineKeyboardButton("English" if lang == "ru" else "Русский", callback_data="s:lang_en" if lang == "ru" else "s:lang_ru")],
     ]
     extra = []
     if settings.quiet_start is not None:

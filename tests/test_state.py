@@ -272,3 +272,18 @@ async def test_messages_queued_before_a_user_left_the_allow_list_are_dropped_not
         assert "queued before the restart" not in h.tg.attempts(42)
         (row,) = [r for r in await tdb.outbox_rows(h.storage) if r["kind"] == "alert"]
         assert (row["status"], row["error"]) == ("dropped", "not allowed")
+
+
+async def test_digest_task_lines_are_on_by_default_and_switch_by_command_and_button(tmp_path: Path) -> None:
+    async with portal(tmp_path) as h:
+        await linked(h)
+        assert (await tdb.settings(h.storage, 42)).digest_tasks is True
+        (answer,) = await h.say(42, "/digest tasks off")
+        assert answer == "Overdue tasks in the digest: off"
+        assert (await tdb.settings(h.storage, 42)).digest_tasks is False
+        (bad,) = await h.say(42, "/digest tasks maybe")
+        assert bad.startswith("Say /digest tasks on or /digest tasks off.")
+        (shown,) = await h.say(42, "/settings")
+        assert "Overdue tasks in the digest: off" in shown
+        await h.send(h.tg.callback(42, "s:tasks_on", 5))
+        assert (await tdb.settings(h.storage, 42)).digest_tasks is True

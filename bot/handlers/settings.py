@@ -126,6 +126,11 @@ async def digest_command(update: Update, context: BotContext, lang: str, user: U
     if isinstance(command, parsing.DigestNow):
         await _digest_now(update, context, lang, user, settings)
         return
+    if isinstance(command, parsing.DigestTasks):
+        value = t(lang, "settings_on") if command.show_tasks else t(lang, "settings_off")
+        tasks = t(lang, "settings_tasks", value=value)
+        await _saved(update, context, user, lambda s: preferences.apply_digest(s, command), lambda after: tasks)
+        return
     if isinstance(command, parsing.DigestEmpty):
         empty = t(lang, "settings_empty", value=t(lang, "settings_empty_send") if command.send_empty else t(lang, "settings_empty_skip"))
         await _saved(update, context, user, lambda s: preferences.apply_digest(s, command), lambda after: empty)
