@@ -1,23 +1,37 @@
-"""On-demand reads of one user's counters: one Bitrix24 read per user per 10 s, shared while in flight (SPEC 5)."""
+"""On-demand reads of one user (SPEC 5, 11): a window per kind of read, one request in flight per read,
+and at most 6 Bitrix24 requests a minute for all of one user's reads together."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bot.bitrix import INTERACTIVE_DEADLINE, BitrixClient, CounterResult
 from bot.model import ROLES
 
-WINDOW_SECONDS = 10.0
+WINDOW_SECONDS = 10.0  # one read of a kind per user per 10 s (SPEC 5)
+REQUESTS_PER_MINUTE = 6  # all of one user's on-demand reads together (SPEC 11)
+
+T = TypeVar("T")
+
+
+class TooManyReads(Exception):
+    """The user's reads used their Bitrix24 requests for this minute; `retry_in` seconds until one is free."""
+
+    def __init__(self, retry_in: float) -> None:
+        super().__init__(f"too many reads; retry in {retry_in:.0f} s")
+        self.retry_in = retry_in
 
 
 @dataclass(frozen=True)
-class Reading:
-    """All five roles of one user, when they were read, and whether this answer came from the window."""
+class Read(Generic[T]):
+    """What one read returned, when it was taken, and whether this answer came from the window."""
 
-    results: dict[str, CounterResult]
+    value: T
     read_at: float
     cached: bool = False
 
@@ -26,41 +40,94 @@ class Reading:
         return datetime.fromtimestamp(self.read_at, UTC)
 
 
-class CounterReader:
-    """Reads all five roles in one batch; inside the window, answers from the last read.
+class SharedReads:
+    """Reads keyed by (user, kind, ...): answered from the last read inside its window, shared while in flight.
 
-    Requests for the same user that arrive while a read is in flight await that read instead of
-    starting their own (eight /counters at once make one Bitrix24 request).
+    Requests that arrive while a read of the same key is in flight await that read instead of
+    starting their own (eight /counters at once make one Bitrix24 request). A read that needs a
+    request is refused with TooManyReads once the user made REQUESTS_PER_MINUTE in the last minute.
     """
 
-    def __init__(self, bitrix: BitrixClient, clock: Any) -> None:
-        self._bitrix = bitrix
+    def __init__(self, clock: Any, *, per_minute: int = REQUESTS_PER_MINUTE) -> None:
         self._clock = clock
-        self._last: dict[int, Reading] = {}
-        self._in_flight: dict[int, asyncio.Task[Reading]] = {}
+        self._per_minute = per_minute
+        self._last: dict[Hashable, Read[Any]] = {}
+        self._in_flight: dict[Hashable, asyncio.Task[Read[Any]]] = {}
+        self._requests: dict[int, deque[float]] = {}
 
-    async def read(self, bitrix_user_id: int) -> Reading:
-        """The user's counters for every role."""
+    async def read(
+        self, bitrix_user_id: int, key: Hashable, window: float, fetch: Callable[[], Awaitable[T]], *, requests: int = 1
+    ) -> Read[T]:
+        """The value for `key`: from the window, from a read in flight, or from `fetch` (costing `requests`)."""
+        full_key = (bitrix_user_id, key)
         now = self._clock.timestamp()
-        last = self._last.get(bitrix_user_id)
-        if last is not None and now - last.read_at < WINDOW_SECONDS:
+        last = self._last.get(full_key)
+        if last is not None and now - last.read_at < window:
             return replace(last, cached=True)
-        task = self._in_flight.get(bitrix_user_id)
+        task = self._in_flight.get(full_key)
         if task is None:
-            task = asyncio.ensure_future(self._read(bitrix_user_id, now))
-            self._in_flight[bitrix_user_id] = task
-            task.add_done_callback(lambda done: self._finished(bitrix_user_id, done))
+            self._spend(bitrix_user_id, now, requests)
+            task = asyncio.ensure_future(self._fetch(full_key, now, fetch))
+            self._in_flight[full_key] = task
+            task.add_done_callback(lambda done: self._finished(full_key, done))
         # shield: one impatient caller that is cancelled must not cancel the read the others await.
         return await asyncio.shield(task)
 
-    def _finished(self, bitrix_user_id: int, task: asyncio.Task[Reading]) -> None:
-        self._in_flight.pop(bitrix_user_id, None)
+    def refused(self, bitrix_user_id: int, key: Hashable, window: float, *, requests: int = 1) -> float | None:
+        """Seconds until a read of `key` could be made, when it would need a request past the cap; else None.
+
+        Buttons ask first, so that a refusal is the toast of the press (SPEC 11) and the message stays.
+        """
+        full_key = (bitrix_user_id, key)
+        now = self._clock.timestamp()
+        last = self._last.get(full_key)
+        if (last is not None and now - last.read_at < window) or full_key in self._in_flight:
+            return None
+        recent = [at for at in self._requests.get(bitrix_user_id, ()) if now - at < 60.0]
+        if len(recent) + requests <= self._per_minute:
+            return None
+        return max(1.0, 60.0 - (now - recent[0]))
+
+    def _spend(self, bitrix_user_id: int, now: float, requests: int) -> None:
+        recent = self._requests.setdefault(bitrix_user_id, deque())
+        while recent and now - recent[0] >= 60.0:
+            recent.popleft()
+        if len(recent) + requests > self._per_minute:
+            raise TooManyReads(max(1.0, 60.0 - (now - recent[0])) if recent else 60.0)
+        recent.extend([now] * requests)
+
+    async def _fetch(self, full_key: Hashable, now: float, fetch: Callable[[], Awaitable[T]]) -> Read[T]:
+        reading = Read(await fetch(), read_at=now)
+        horizon = 60.0  # the longest window any kind uses
+        self._last = {k: v for k, v in self._last.items() if now - v.read_at < horizon}
+        self._last[full_key] = reading
+        return reading
+
+    def _finished(self, full_key: Hashable, task: asyncio.Task[Read[Any]]) -> None:
+        self._in_flight.pop(full_key, None)
         if not task.cancelled():
             task.exception()  # retrieved here too: every waiter may have been cancelled
 
-    async def _read(self, bitrix_user_id: int, now: float) -> Reading:
-        read = await self._bitrix.counters([bitrix_user_id], ROLES, deadline=INTERACTIVE_DEADLINE)
-        reading = Reading(results=dict(read.get(bitrix_user_id, {})), read_at=now)
-        self._last = {k: v for k, v in self._last.items() if now - v.read_at < WINDOW_SECONDS}
-        self._last[bitrix_user_id] = reading
-        return reading
+
+Reading = Read[dict[str, CounterResult]]
+
+
+class CounterReader:
+    """A user's counters for every role, all five in one batch request, through SharedReads."""
+
+    def __init__(self, bitrix: BitrixClient, clock: Any, reads: SharedReads | None = None) -> None:
+        self._bitrix = bitrix
+        self.reads = reads or SharedReads(clock)
+
+    async def read(self, bitrix_user_id: int) -> Reading:
+        """The user's counters for every role (raises TooManyReads past the per-minute cap)."""
+
+        async def fetch() -> dict[str, CounterResult]:
+            read = await self._bitrix.counters([bitrix_user_id], ROLES, deadline=INTERACTIVE_DEADLINE)
+            return dict(read.get(bitrix_user_id, {}))
+
+        return await self.reads.read(bitrix_user_id, "counters", WINDOW_SECONDS, fetch)
+
+    def refused(self, bitrix_user_id: int) -> float | None:
+        """Seconds until a counters read is possible again, when the per-minute cap would refuse it now."""
+        return self.reads.refused(bitrix_user_id, "counters", WINDOW_SECONDS)

@@ -254,6 +254,7 @@ TEXTS.update(
         "counters_open": {"en": "Open my tasks", "ru": "Открыть мои задачи"},
         "button_all_roles": {"en": "All roles", "ru": "Все роли"},
         "button_refresh": {"en": "⟳ Refresh", "ru": "⟳ Обновить"},
+        "reads_too_many": {"en": "Too many reads for now. Try again in {seconds} s.", "ru": "Слишком много запросов. Попробуйте через {seconds} с."},
         # ---- the tasks behind a counter (SPEC 11) ----
         "tasks_title": {"en": "<b>Overdue: {role}</b> ({n})", "ru": "<b>Просрочено: {role}</b> ({n})"},
         "tasks_none": {"en": "Nothing overdue for {role}.", "ru": "Нет просроченных задач: {role}."},

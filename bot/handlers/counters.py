@@ -12,6 +12,7 @@ from bot import parsing, render
 from bot.errors import BitrixError
 from bot.handlers.core import bitrix_failed, caller, linked_caller, parse_error_answer, query_of, reply
 from bot.model import ROLE_ALIASES, ROLES, UserSettings
+from bot.reader import TooManyReads
 from bot.services import BotContext
 from bot.storage import settings as user_settings
 from bot.texts import t
@@ -33,7 +34,7 @@ async def _counters_message(
     )
     text = render.render_counters(
         lang,
-        reading.results,
+        reading.value,
         _roles_for(short),
         full_name=full_name,
         read_at=reading.read_at_utc().astimezone(settings.tz()),
@@ -52,6 +53,9 @@ async def send_counters(
         text, markup = await _counters_message(context, lang, user_tid, bitrix_user_id, full_name, short)
     except BitrixError as err:
         await bitrix_failed(update, lang, err)
+        return
+    except TooManyReads as err:
+        await reply(update, t(lang, "reads_too_many", seconds=round(err.retry_in)))
         return
     await reply(update, text, markup)
 
@@ -79,6 +83,10 @@ async def counters_button(update: Update, context: BotContext) -> None:
     if short not in ROLE_ALIASES and short != render.EVERY_ROLE or user is None or user.bitrix_user_id is None:
         await query.answer(t(who.lang, "not_linked") if not who.linked else None)
         return
+    wait = context.services.reader.refused(user.bitrix_user_id)
+    if wait is not None:
+        await query.answer(t(who.lang, "reads_too_many", seconds=round(wait)))  # the message stays as it is
+        return
     await query.answer()
     try:
         text, markup = await _counters_message(
@@ -87,6 +95,8 @@ async def counters_button(update: Update, context: BotContext) -> None:
     except BitrixError as err:
         await bitrix_failed(update, who.lang, err)
         return
+    except TooManyReads:
+        return  # another read took the last request between the check and this one: the message stays
     await edit_in_place(query, text, markup)
 
 

@@ -24,6 +24,7 @@ from bot.handlers.core import (
 )
 from bot.handlers.counters import edit_in_place
 from bot.model import UserSettings
+from bot.reader import TooManyReads
 from bot.schedule import local_today
 from bot.services import BotContext
 from bot.storage import User, digests
@@ -150,10 +151,13 @@ async def _digest_now(update: Update, context: BotContext, lang: str, user: User
     except BitrixError as err:
         await bitrix_failed(update, lang, err)
         return
+    except TooManyReads as err:
+        await reply(update, t(lang, "reads_too_many", seconds=round(err.retry_in)))
+        return
     previous = await digests.last_sent(services.storage.db, user.telegram_user_id)
     text = render.render_digest(
         lang,
-        reading.results,
+        reading.value,
         previous[1] if previous else None,
         previous[0] if previous else None,
         scheduled=False,
