@@ -37,6 +37,7 @@ DIGEST_LOG_KEEP_DAYS = 60
 LIMIT_RECORDS_KEEP_SECONDS = 2 * 3600.0  # the longest limit window is one hour
 APPLY_CHUNK = 50  # users decided per transaction: short transactions, few commits
 STATE_KEY = "coordinator"
+TASK_FILTER_KEY = "notice:task_filter_ignored"  # when admins were last told the portal ignores the list filter
 
 
 @dataclass(frozen=True)
@@ -357,6 +358,20 @@ class Coordinator:
                 await meta.replace_notice_states(db, new_states)
             await outbox.enqueue(db, messages, now)
             await self._save_state(db)
+        if messages:
+            self._accounts.wake()
+
+    async def task_filter_ignored(self) -> None:
+        """The portal returned a task that does not fit the list's filter: lists are off; admins told once per 6 h."""
+        now = self._clock.timestamp()
+        async with self._storage.transaction() as db:
+            last = await meta.get_json(db, TASK_FILTER_KEY)
+            if isinstance(last, (int, float)) and now - last < NOTICE_REPEAT_SECONDS:
+                return
+            log.error("the portal ignores the tasks.task.list member filter: task lists are off")
+            messages = await self._admin_messages(db, "admin_task_filter_ignored")
+            await outbox.enqueue(db, messages, now)
+            await meta.put_json(db, TASK_FILTER_KEY, now)
         if messages:
             self._accounts.wake()
 

@@ -32,6 +32,7 @@ def t(lang: str, key: str, **values: Any) -> Html:
 COMMANDS: dict[str, list[tuple[str, str]]] = {
     "en": [
         ("counters", "My task counters"),
+        ("tasks", "My overdue tasks"),
         ("settings", "Digest, alerts, quiet hours, time zone"),
         ("digest", "Morning digest: time, days, now"),
         ("alerts", "Alert thresholds"),
@@ -47,6 +48,7 @@ COMMANDS: dict[str, list[tuple[str, str]]] = {
     ],
     "ru": [
         ("counters", "Мои счётчики задач"),
+        ("tasks", "Мои просроченные задачи"),
         ("settings", "Сводка, оповещения, тихие часы, часовой пояс"),
         ("digest", "Утренняя сводка: время, дни, сейчас"),
         ("alerts", "Пороги оповещений"),
@@ -268,6 +270,17 @@ TEXTS.update(
             "en": "The list has {listed}, the counter says {counter}: Bitrix24 recounts with a delay, and the list may include tasks you muted.",
             "ru": "В списке {listed}, счётчик показывает {counter}: Битрикс24 пересчитывает с задержкой, а в списке могут быть задачи, уведомления о которых вы отключили.",
         },
+        "button_overdue_role": {"en": "Overdue: {role} ({n})", "ru": "Просрочено: {role} ({n})"},
+        "button_overdue_list": {"en": "Show the overdue tasks", "ru": "Показать просроченные задачи"},
+        "tasks_unavailable": {
+            "en": "Task lists are unavailable on this portal: it does not apply the filter they need. The administrators were told.",
+            "ru": "Списки задач на этом портале недоступны: он не применяет нужный им фильтр. Администраторы уведомлены.",
+        },
+        "admin_task_filter_ignored": {
+            "en": "Task lists are off: this portal ignores the tasks.task.list member filter, so a list could show other people's tasks. Nothing was shown. Check the portal version (python -m bot check).",
+            "ru": "Списки задач отключены: портал игнорирует фильтр участника в tasks.task.list, и список мог бы показать чужие задачи. Ничего не показано. Проверьте версию портала (python -m bot check).",
+        },
+        "digest_tasks_title": {"en": "<b>Most overdue:</b>", "ru": "<b>Дольше всего просрочены:</b>"},
         "button_previous": {"en": "‹ Previous", "ru": "‹ Назад"},
         "button_next": {"en": "Next ›", "ru": "Далее ›"},
         "button_back_to_counters": {"en": "← Counters", "ru": "← Счётчики"},
