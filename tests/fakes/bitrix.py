@@ -243,6 +243,8 @@ class FakeBitrix:
         # True derives it always (other names from set_counters), False never.
         self.tasks: dict[int, FakeTask] = {}
         self.derive_counters: bool | None = None
+        # Per-call failures of tasks.task.list: a user ID in any role key of the filter -> (code, description).
+        self.task_list_errors: dict[int, tuple[str, str]] = {}
         # Filter keys this portal does not know: silently dropped, as Bitrix24 does (reference 1.2).
         self.ignored_task_filters: set[str] = set()
         # The offset of dates in task answers (server offset + the webhook user's zone).
@@ -544,6 +546,11 @@ class FakeBitrix:
         flt = _ci(params, "filter")
         flt = flt if isinstance(flt, dict) else {}
         ignored = {key.upper() for key in self.ignored_task_filters}
+        for raw_key, value in flt.items():
+            if str(raw_key).upper() in ("MEMBER", "RESPONSIBLE_ID", "CREATED_BY", "ACCOMPLICE", "AUDITOR"):
+                for bitrix_user_id in _ints(value):
+                    if bitrix_user_id in self.task_list_errors:
+                        raise _Fail(400, *self.task_list_errors[bitrix_user_id])
         tasks = list(self.tasks.values())
         if not self.admin:  # a plain user's webhook sees only that user's tasks
             tasks = [t for t in tasks if self.webhook_user_id in t.members()]
