@@ -216,13 +216,17 @@ def render_digest(
     portal_url: str,
     bitrix_user_id: int,
     quiet_items: Sequence[Alert] = (),
+    task_lines: Sequence[str] = (),
 ) -> str:
-    """A digest: every role, with the change since the last scheduled digest that was sent."""
+    """A digest: every role, with the change since the last scheduled digest that was sent, and the most overdue tasks."""
     lines: list[str] = [t(lang, "digest_title" if scheduled else "digest_now_title")]
     compare = previous is not None
     for role in ROLES:
         if role in results:
             lines.append(role_line(lang, role, results[role], (previous or {}).get(role), compare=compare))
+    if task_lines:
+        lines.append(t(lang, "digest_tasks_title"))
+        lines += task_lines
     lines.append(
         f"<i>{t(lang, 'digest_since', date=previous_date.isoformat())}</i>" if previous_date else f"<i>{t(lang, 'digest_first')}</i>"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests import db as tdb
 from tests.harness import Harness
-from tests.test_linking import ANNA
+from tests.test_linking import ANNA, link
 from tests.test_scheduled import alerts, linked, portal
 
 BORIS = 548
@@ -163,3 +163,62 @@ async def test_an_overdue_alert_carries_a_button_that_opens_the_list_as_a_new_me
         new = h.tg.texts(42)[before:]
         assert len(new) == 1 and "Late one" in new[0] and edits(h) == []
         assert (await tdb.user(h.storage, 42)).bitrix_user_id == ANNA
+
+
+# ---- the digest's task lines ---------------------------------------------------------------------
+
+
+def digest_portal(tmp_path: Path) -> Harness:
+    h = task_portal(tmp_path, ADMIN_TELEGRAM_USER_IDS="1")
+    h.clock.set(h.clock.now().replace(hour=8, minute=0))
+    return h
+
+
+async def test_the_digest_shows_the_three_most_overdue_tasks_from_one_extra_request(tmp_path: Path) -> None:
+    async with digest_portal(tmp_path) as h:
+        h.b24.add_user(BORIS, "Boris", "Ivanov")
+        h.b24.set_counters(BORIS, "view_all", new_comments=2)  # not empty, but nothing overdue
+        now = h.clock.now()
+        for n in range(5):
+            h.b24.add_task(20 + n, f"late {n}", deadline=now - timedelta(days=5 - n), responsible=ANNA)
+        await link(h, 42)
+        await link(h, 43, str(BORIS))  # nothing overdue: no task line read for Boris
+        h.clock.set(now.replace(hour=9))
+        before = len(h.b24.requests)
+        assert await h.services.coordinator.digest_tick() == 2
+        await h.flush()
+        batches = [r for r in h.b24.requests[before:] if r.method == "batch"]
+        assert len(batches) == 2  # roles of both (10 users a batch), then task lines of Anna only
+        task_cmds = [c for c in batches[1].params["cmd"].values() if c.startswith("tasks.task.list")]
+        assert len(task_cmds) == 1 and "start%5D=-1" not in task_cmds[0] and "start=-1" in task_cmds[0]
+        (anna,) = [t for t in h.tg.texts(42) if t.startswith("<b>Good morning")]
+        assert "Most overdue:" in anna and "late 0<" in anna and "late 2<" in anna and "late 3<" not in anna
+        digest_row = [p for p in h.tg.sent(42) if p["text"].startswith("<b>Good morning")][0]
+        assert digest_row["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "tn:all"
+        (boris,) = [t for t in h.tg.texts(43) if t.startswith("<b>Good morning")]
+        assert "Most overdue:" not in boris
+
+
+async def test_a_failed_task_list_read_leaves_the_lines_out_and_never_delays_the_digest(tmp_path: Path) -> None:
+    async with digest_portal(tmp_path) as h:
+        h.b24.add_task(20, "late", deadline=h.clock.now() - timedelta(days=1), responsible=ANNA)
+        h.b24.task_list_errors[ANNA] = ("ACCESS_DENIED", "no")
+        await link(h, 42)
+        h.clock.set(h.clock.now().replace(hour=9))
+        assert await h.services.coordinator.digest_tick() == 1
+        await h.flush()
+        (text,) = [t for t in h.tg.texts(42) if t.startswith("<b>Good morning")]
+        assert "Overdue 1" in text and "Most overdue:" not in text
+
+
+async def test_digest_tasks_off_reads_no_task_lines(tmp_path: Path) -> None:
+    async with digest_portal(tmp_path) as h:
+        h.b24.add_task(20, "late", deadline=h.clock.now() - timedelta(days=1), responsible=ANNA)
+        await link(h, 42)
+        await h.say(42, "/digest tasks off")
+        h.clock.set(h.clock.now().replace(hour=9))
+        before = len(h.b24.requests)
+        assert await h.services.coordinator.digest_tick() == 1
+        assert [r.method for r in h.b24.requests[before:]] == ["batch"]
+        cmds = h.b24.requests[-1].params["cmd"].values()
+        assert not any(c.startswith("tasks.task.list") for c in cmds)
