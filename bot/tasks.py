@@ -26,7 +26,11 @@ def row_fits(task: Task, bitrix_user_id: int, role: str, now: datetime) -> bool:
     Bitrix24 silently ignores filter keys it does not know and the admin's webhook sees
     every task, so one row that does not fit means the portal did not apply the filter.
     """
-    if task.status not in OVERDUE_STATUSES or task.deadline is None or not task.deadline < now:
+    if task.status not in OVERDUE_STATUSES:
+        return False
+    if task.deadline is None and not task.deadline_unreadable:
+        return False  # the `<DEADLINE` filter passes no task without a deadline
+    if task.deadline is not None and not task.deadline < now:
         return False
     responsible = task.responsible_id == bitrix_user_id
     accomplice = bitrix_user_id in task.accomplices

@@ -222,3 +222,26 @@ async def test_digest_tasks_off_reads_no_task_lines(tmp_path: Path) -> None:
         assert [r.method for r in h.b24.requests[before:]] == ["batch"]
         cmds = h.b24.requests[-1].params["cmd"].values()
         assert not any(c.startswith("tasks.task.list") for c in cmds)
+
+
+async def test_odd_rows_from_the_portal_still_make_a_readable_list(tmp_path: Path) -> None:
+    from tests.fakes.bitrix import Scripted
+
+    async with task_portal(tmp_path) as h:
+        await linked(h)
+        past = (h.clock.now() - timedelta(days=2)).isoformat()
+        rows = [
+            {"id": "1", "title": "", "deadline": past, "status": "3", "responsibleId": str(ANNA), "group": []},
+            {"id": "2", "title": "<script>" + "x" * 5000, "deadline": past, "status": "2", "responsibleId": str(ANNA),
+             "groupId": "7", "group": {"id": "7", "name": "Sales & <Co>"}},
+            {"id": "3", "title": "😀" * 100, "deadline": "next tuesday-ish", "status": "3", "responsibleId": str(ANNA)},
+            "not a row",
+        ]
+        h.b24.push(Scripted(status=200, json={"result": {"tasks": rows}, "total": 3}).only_for(
+            lambda method, params: method == "tasks.task.list"))
+        (text,) = await h.say(42, "/tasks")
+        assert text.startswith("<b>Overdue: All</b> (3)")
+        assert ">Task #1</a> — overdue by 2 d" in text
+        assert "&lt;script&gt;" + "x" * 70 in text and "<script>" not in text and "Sales &amp; &lt;Co&gt;" in text
+        (emoji,) = [line for line in text.splitlines() if "view/3/" in line]
+        assert "overdue by" not in emoji and emoji.count("😀") == 79

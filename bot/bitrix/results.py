@@ -105,6 +105,9 @@ class Task:
     created_by: int | None
     accomplices: frozenset[int]
     auditors: frozenset[int]
+    # Set when the portal sent a deadline this parser cannot read: the row is shown without its
+    # age, and it is no evidence of an ignored filter (a missing deadline is).
+    deadline_unreadable: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,10 +249,12 @@ def task_from(raw: Any) -> Task | None:
         group_id = group_id if group_id is not None else _positive(group.get("id"))
         name = group.get("name")
         group_name = name if isinstance(name, str) and name else None
+    deadline = to_datetime(raw.get("deadline"))
     return Task(
         task_id=task_id,
         title=title if isinstance(title, str) else "" if title is None else str(title),
-        deadline=to_datetime(raw.get("deadline")),
+        deadline=deadline,
+        deadline_unreadable=deadline is None and bool(str(raw.get("deadline") or "").strip()),
         status=to_int(raw.get("status")),
         group_id=group_id,
         group_name=group_name if group_id is not None else None,
