@@ -98,6 +98,26 @@ async def run_check(
     return 1 if failed else 0
 
 
+# An ID no portal user has: a portal that applies the MEMBER filter returns no task for it.
+SENTINEL_USER_ID = 2_147_483_000
+
+
+async def _check_task_filter(client: BitrixClient, line: Callable[[str, str, str], None]) -> None:
+    """SPEC 3: tasks.task.list with MEMBER = an ID that is no user must return no task, or lists stay off."""
+    try:
+        result = await client.call(
+            "tasks.task.list", {"filter": {"MEMBER": SENTINEL_USER_ID}, "select": ["ID"], "start": -1}
+        )
+    except BitrixError as err:
+        line("WARN", "task lists", f"could not try the member filter: {err.text('en')}")
+        return
+    tasks = result.get("tasks") if isinstance(result, dict) else None
+    if tasks:
+        line("FAIL", "task lists", "member filter ignored, lists off")
+    else:
+        line("OK", "task lists", "the portal applies the member filter")
+
+
 async def _check_bitrix(settings: Settings, client: BitrixClient, line: Callable[[str, str, str], None]) -> None:
     try:
         owner = await client.user_current()
@@ -120,6 +140,7 @@ async def _check_bitrix(settings: Settings, client: BitrixClient, line: Callable
             line("OK", "scope", "task, user and im are granted")
     except BitrixError as err:
         line("FAIL", "scope", err.text("en"))
+    await _check_task_filter(client, line)
     try:
         profile = await client.profile()
         if profile.get("ADMIN") in (True, "Y", "1", 1):

@@ -10,15 +10,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from telegram import InlineKeyboardMarkup
+
 from bot import alerts as alert_rules
-from bot import render
+from bot import render, tasklist
 from bot.account import Accounts
 from bot.bitrix import BitrixClient, CounterResult, Counters, NoAccess
+from bot.bitrix.results import Task
 from bot.config import Settings
 from bot.errors import BitrixError
 from bot.model import ROLES
 from bot.schedule import Due, due_digests, next_digest_due, read_lead_time
 from bot.storage import Audience, Db, OutgoingMessage, Storage, alerts, audience, digests, limits, links, meta, outbox, users
+from bot.tasks import row_fits
 from bot.texts import t
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,9 @@ DIGEST_LOG_KEEP_DAYS = 60
 LIMIT_RECORDS_KEEP_SECONDS = 2 * 3600.0  # the longest limit window is one hour
 APPLY_CHUNK = 50  # users decided per transaction: short transactions, few commits
 STATE_KEY = "coordinator"
+TASKS_METHOD = "tasks.task.list"
+DIGEST_TASK_LINES = 3  # SPEC 11: the digest shows up to 3 most overdue tasks
+TASK_FILTER_KEY = "notice:task_filter_ignored"  # when admins were last told the portal ignores the list filter
 
 
 @dataclass(frozen=True)
@@ -360,6 +367,20 @@ class Coordinator:
         if messages:
             self._accounts.wake()
 
+    async def task_filter_ignored(self) -> None:
+        """The portal returned a task that does not fit the list's filter: lists are off; admins told once per 6 h."""
+        now = self._clock.timestamp()
+        async with self._storage.transaction() as db:
+            last = await meta.get_json(db, TASK_FILTER_KEY)
+            if isinstance(last, (int, float)) and now - last < NOTICE_REPEAT_SECONDS:
+                return
+            log.error("the portal ignores the tasks.task.list member filter: task lists are off")
+            messages = await self._admin_messages(db, "admin_task_filter_ignored")
+            await outbox.enqueue(db, messages, now)
+            await meta.put_json(db, TASK_FILTER_KEY, now)
+        if messages:
+            self._accounts.wake()
+
     # ---- digests -----------------------------------------------------------------------------
 
     def _due(self, who: Audience, now: datetime) -> tuple[Due | None, Due | None]:
@@ -401,17 +422,58 @@ class Coordinator:
         if not batch:
             return 0
         read = await self._bitrix.counters([w.link.bitrix_user_id for w, _ in batch], ROLES, bulk=True)
+        pages = await self._digest_task_pages(batch, read)
         queued = 0
         for who, due in batch:
             results = read.get(who.link.bitrix_user_id, {})
             if not results or any(isinstance(r, BitrixError) for r in results.values()):
                 continue  # unreadable: tried again next tick, skipped once 2 hours late
-            queued += await self._settle(who, due, results, self._clock.now())
+            queued += await self._settle(who, due, results, self._clock.now(), pages.get(who.link.bitrix_user_id, ()))
         if queued:
             self._accounts.wake()
         return queued
 
-    async def _settle(self, who: Audience, due: Due, results: dict[str, CounterResult] | None, now: datetime) -> int:
+    async def _digest_task_pages(
+        self, batch: list[tuple[Audience, Due]], read: dict[int, dict[str, CounterResult]]
+    ) -> dict[int, tuple[Task, ...]]:
+        """The most overdue tasks of the due users who want them and have any (SPEC 11), 50 per request.
+
+        Task lines never delay or stop a digest: they are shed when the time budget of
+        tasks.task.list runs short, and a failed read (or a portal that ignores the filter)
+        leaves them out.
+        """
+        wanted = [
+            who.link.bitrix_user_id
+            for who, _ in batch
+            if who.settings.digest_tasks
+            and isinstance(view_all := read.get(who.link.bitrix_user_id, {}).get("view_all"), Counters)
+            and view_all.get("expired") > 0
+        ]
+        if not wanted:
+            return {}
+        budget = self._bitrix.budget
+        if budget.wait_needed(TASKS_METHOD, budget.estimate(TASKS_METHOD, len(wanted)), bulk=True) > 0:
+            log.info("digest: task lines left out for %d users: the tasks.task.list time budget runs short", len(wanted))
+            return {}
+        now = self._clock.now()
+        try:
+            pages = await self._bitrix.first_overdue_pages(wanted, now, bulk=True)
+        except BitrixError as err:
+            log.warning("digest: task lines left out: %s %s", err.kind, err.code)
+            return {}
+        out: dict[int, tuple[Task, ...]] = {}
+        for bitrix_user_id, page in pages.items():
+            if isinstance(page, BitrixError):
+                continue
+            if any(not row_fits(task, bitrix_user_id, "view_all", now) for task in page.tasks):
+                await self.task_filter_ignored()
+                return {}
+            out[bitrix_user_id] = page.tasks[:DIGEST_TASK_LINES]
+        return out
+
+    async def _settle(
+        self, who: Audience, due: Due, results: dict[str, CounterResult] | None, now: datetime, tasks: tuple[Task, ...] = ()
+    ) -> int:
         """One user's digest as one unit of work: re-check it is still due as read, then skip it or queue it."""
         tid = who.link.telegram_user_id
         try:
@@ -428,7 +490,7 @@ class Coordinator:
                 if again.skip or results is None:
                     await self._record_skip(db, fresh, again)
                     return 0
-                return await self._queue_digest(db, fresh, again, results, now)
+                return await self._queue_digest(db, fresh, again, results, now, tasks)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -444,7 +506,9 @@ class Coordinator:
             bitrix_user_id=who.link.bitrix_user_id,
         )
 
-    async def _queue_digest(self, db: Db, who: Audience, due: Due, results: dict[str, CounterResult], now: datetime) -> int:
+    async def _queue_digest(
+        self, db: Db, who: Audience, due: Due, results: dict[str, CounterResult], now: datetime, tasks: tuple[Task, ...]
+    ) -> int:
         tid = who.link.telegram_user_id
         counters = {role: dict(r.values) for role, r in results.items() if isinstance(r, Counters)}
         shown = [v for r in results.values() if isinstance(r, Counters) for _, v in render.counter_items(r)]
@@ -466,9 +530,17 @@ class Coordinator:
             lang, results, previous[1] if previous else None, previous[0] if previous else None,
             scheduled=True, read_at=now.astimezone(who.settings.tz()), portal_url=self._settings.bitrix24_portal_url,
             bitrix_user_id=who.link.bitrix_user_id, quiet_items=quiet_items,
+            task_lines=[
+                tasklist.task_line(lang, task, portal_url=self._settings.bitrix24_portal_url,
+                                   viewer_bitrix_id=who.link.bitrix_user_id, now=now)
+                for task in (tasks if who.settings.digest_tasks else ())
+            ],
         )
+        all_roles = results.get("view_all")
+        overdue = isinstance(all_roles, Counters) and all_roles.get("expired") > 0
+        markup = InlineKeyboardMarkup([[render.overdue_list_button(lang)]]).to_json() if overdue else None
         (outbox_id,) = await outbox.enqueue(
-            db, [self._message(who, "digest", text, not_before=due.due_at_utc.timestamp())], now.timestamp()
+            db, [self._message(who, "digest", text, markup, not_before=due.due_at_utc.timestamp())], now.timestamp()
         )
         await digests.insert(
             db, tid, due.local_date, due.due_at_utc.timestamp(), "queued",

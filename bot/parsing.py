@@ -54,6 +54,7 @@ EXAMPLE_TIMEZONE = "/timezone Europe/Moscow"
 EXAMPLE_LANGUAGE = "/language ru"
 EXAMPLE_PAUSE = "/pause 7"
 EXAMPLE_COUNTERS = "/counters doing"
+EXAMPLE_TASKS = "/tasks doing"
 
 MAX_INPUT_CHARS = 200  # all arguments of one command together; real input is far shorter
 MAX_LINK_CHARS = 500
@@ -506,6 +507,16 @@ _ROLE_WORDS: dict[str, str] = {
     "наблюдаю": "view_role_auditor",
     "поручил": "view_role_originator",
 }
+
+
+def parse_tasks_role(args: Sequence[str]) -> str:
+    """Parse `/tasks [role]` (English or Russian role words); all roles when none is given."""
+    words = _check_args(args, EXAMPLE_TASKS)
+    if not words:
+        return "view_all"
+    if len(words) != 1 or words[0] not in _ROLE_WORDS:
+        raise ParseError(ERR_ROLE, EXAMPLE_TASKS, choices="all, doing, helping, following, created")
+    return _ROLE_WORDS[words[0]]
 
 
 def parse_counters_role(args: Sequence[str]) -> str | None:

@@ -73,6 +73,10 @@ class SharedReads:
         # shield: one impatient caller that is cancelled must not cancel the read the others await.
         return await asyncio.shield(task)
 
+    def last(self, bitrix_user_id: int, key: Hashable) -> Read[Any] | None:
+        """The last read of `key` kept (the cache keeps a minute), whatever its window."""
+        return self._last.get((bitrix_user_id, key))
+
     def refused(self, bitrix_user_id: int, key: Hashable, window: float, *, requests: int = 1) -> float | None:
         """Seconds until a read of `key` could be made, when it would need a request past the cap; else None.
 
@@ -127,6 +131,11 @@ class CounterReader:
             return dict(read.get(bitrix_user_id, {}))
 
         return await self.reads.read(bitrix_user_id, "counters", WINDOW_SECONDS, fetch)
+
+    def last(self, bitrix_user_id: int) -> dict[str, CounterResult] | None:
+        """The counters of the user's last on-demand read (within the last minute), if any."""
+        found = self.reads.last(bitrix_user_id, "counters")
+        return found.value if found is not None else None
 
     def refused(self, bitrix_user_id: int) -> float | None:
         """Seconds until a counters read is possible again, when the per-minute cap would refuse it now."""

@@ -90,8 +90,23 @@ def render_counters(
     return fit("\n".join(lines))
 
 
-def counters_keyboard(lang: str, current: str) -> InlineKeyboardMarkup:
-    """Role buttons and Refresh; callback data is c:<role short name> or c:every."""
+def overdue_buttons(lang: str, results: Mapping[str, CounterResult], roles: Sequence[str]) -> list[list[InlineKeyboardButton]]:
+    """One "Overdue: <role> (N)" button per shown role with overdue tasks (SPEC 11): t:<role>:0, edited in place."""
+    buttons = [
+        InlineKeyboardButton(
+            t(lang, "button_overdue_role", role=role_label(lang, role), n=result.get("expired")),
+            callback_data=f"t:{ROLE_SHORT[role]}:0",
+        )
+        for role in roles
+        if isinstance(result := results.get(role), Counters) and result.get("expired") > 0
+    ][:5]
+    return [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+
+
+def counters_keyboard(
+    lang: str, current: str, results: Mapping[str, CounterResult] | None = None, roles: Sequence[str] = ()
+) -> InlineKeyboardMarkup:
+    """Overdue-list buttons, role buttons and Refresh; callback data is t:…, c:<role short name> or c:every."""
     row1 = [
         InlineKeyboardButton(("• " if ROLE_SHORT[r] == current else "") + role_label(lang, r), callback_data=f"c:{ROLE_SHORT[r]}")
         for r in ROLES[:3]
@@ -104,7 +119,7 @@ def counters_keyboard(lang: str, current: str) -> InlineKeyboardMarkup:
         InlineKeyboardButton(("• " if current == EVERY_ROLE else "") + t(lang, "button_all_roles"), callback_data=f"c:{EVERY_ROLE}"),
         InlineKeyboardButton(t(lang, "button_refresh"), callback_data=f"c:{current}"),
     ]
-    return InlineKeyboardMarkup([row1, row2, row3])
+    return InlineKeyboardMarkup([*overdue_buttons(lang, results or {}, roles), row1, row2, row3])
 
 
 def zone_label(settings: UserSettings) -> str:
@@ -201,13 +216,17 @@ def render_digest(
     portal_url: str,
     bitrix_user_id: int,
     quiet_items: Sequence[Alert] = (),
+    task_lines: Sequence[str] = (),
 ) -> str:
-    """A digest: every role, with the change since the last scheduled digest that was sent."""
+    """A digest: every role, with the change since the last scheduled digest that was sent, and the most overdue tasks."""
     lines: list[str] = [t(lang, "digest_title" if scheduled else "digest_now_title")]
     compare = previous is not None
     for role in ROLES:
         if role in results:
             lines.append(role_line(lang, role, results[role], (previous or {}).get(role), compare=compare))
+    if task_lines:
+        lines.append(t(lang, "digest_tasks_title"))
+        lines += task_lines
     lines.append(
         f"<i>{t(lang, 'digest_since', date=previous_date.isoformat())}</i>" if previous_date else f"<i>{t(lang, 'digest_first')}</i>"
     )
@@ -231,15 +250,21 @@ def render_alert(lang: str, alert: Alert, *, portal_url: str, bitrix_user_id: in
 
 
 def alert_keyboard(lang: str, counter: str) -> InlineKeyboardMarkup:
-    """Snooze buttons for one counter: z:<counter>:h and z:<counter>:t."""
-    return InlineKeyboardMarkup(
+    """Snooze buttons for one counter (z:<counter>:h, z:<counter>:t); under an overdue alert, its task list too."""
+    rows = [
         [
-            [
-                InlineKeyboardButton(t(lang, "button_snooze_hour"), callback_data=f"z:{counter}:h"),
-                InlineKeyboardButton(t(lang, "button_snooze_tomorrow"), callback_data=f"z:{counter}:t"),
-            ]
+            InlineKeyboardButton(t(lang, "button_snooze_hour"), callback_data=f"z:{counter}:h"),
+            InlineKeyboardButton(t(lang, "button_snooze_tomorrow"), callback_data=f"z:{counter}:t"),
         ]
-    )
+    ]
+    if counter == "expired":
+        rows.append([overdue_list_button(lang)])
+    return InlineKeyboardMarkup(rows)
+
+
+def overdue_list_button(lang: str) -> InlineKeyboardButton:
+    """Opens the overdue list of all roles as a new message, so the message it sits under stays (tn:<role>)."""
+    return InlineKeyboardButton(t(lang, "button_overdue_list"), callback_data="tn:all")
 
 
 def render_quiet_summary(lang: str, items: Sequence[Alert]) -> str:

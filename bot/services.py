@@ -16,6 +16,7 @@ from bot.linking import Linker
 from bot.metrics import Metrics
 from bot.reader import CounterReader
 from bot.storage import Storage
+from bot.tasks import TaskLists
 
 if TYPE_CHECKING:
     from bot.delivery import OutboxWorker
@@ -40,6 +41,7 @@ class Services:
         self.linker = Linker(self.settings, self.storage, self.bitrix, self.clock, self.accounts)
         self.reader = CounterReader(self.bitrix, self.clock)
         self.coordinator = Coordinator(self.settings, self.storage, self.bitrix, self.clock, self.metrics, self.accounts)
+        self.task_lists = TaskLists(self.bitrix, self.clock, self.reader.reads, self.coordinator.task_filter_ignored)
         self.metrics.watch(self)
 
     def wake_outbox(self) -> None:

@@ -26,11 +26,25 @@ PROJECT_MAX = 40
 class ListedTask(Protocol):
     """What the list shows of a task (bot.bitrix's Task has these fields)."""
 
-    task_id: int
-    title: str
-    deadline: datetime | None
-    group_id: int | None
-    group_name: str | None
+    @property
+    def task_id(self) -> int:
+        """The task's ID."""
+
+    @property
+    def title(self) -> str:
+        """Its title, as Bitrix24 gave it."""
+
+    @property
+    def deadline(self) -> datetime | None:
+        """Its deadline (aware), if any."""
+
+    @property
+    def group_id(self) -> int | None:
+        """Its project, if any."""
+
+    @property
+    def group_name(self) -> str | None:
+        """Its project's name, if known."""
 
 
 def cut(text: str, limit: int) -> str:
@@ -134,17 +148,17 @@ def task_keyboard(lang: str, role: str, page: int, total: int, *, back_to_counte
     if page + 1 < page_count(total):
         row.append(InlineKeyboardButton(t(lang, "button_next"), callback_data=f"t:{short}:{page + 1}"))
     rows = [row] if row else []
-    last = [InlineKeyboardButton(t(lang, "button_refresh"), callback_data=f"t:{short}:{page}")]
+    last = [InlineKeyboardButton(t(lang, "button_refresh"), callback_data=f"tr:{short}:{page}")]
     if back_to_counters:
         last.append(InlineKeyboardButton(t(lang, "button_back_to_counters"), callback_data="c:every"))
     rows.append(last)
     return InlineKeyboardMarkup(rows)
 
 
-def parse_callback(data: str) -> tuple[str, int] | None:
-    """`t:<role>:<page>` as (role, page); None for anything forged or stale."""
+def parse_callback(data: str) -> tuple[str, int, bool] | None:
+    """`t:<role>:<page>` (open or page) or `tr:<role>:<page>` (refresh) as (role, page, refresh); None if forged."""
     parts = data.split(":")
-    if len(parts) != 3 or parts[0] != "t" or not parts[2].isdigit() or len(parts[2]) > 4:
+    if len(parts) != 3 or parts[0] not in ("t", "tr") or not parts[2].isdigit() or len(parts[2]) > 4:
         return None
     role = {short: r for r, short in ROLE_SHORT.items()}.get(parts[1])
-    return (role, int(parts[2])) if role is not None else None
+    return (role, int(parts[2]), parts[0] == "tr") if role is not None else None

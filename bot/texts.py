@@ -32,6 +32,7 @@ def t(lang: str, key: str, **values: Any) -> Html:
 COMMANDS: dict[str, list[tuple[str, str]]] = {
     "en": [
         ("counters", "My task counters"),
+        ("tasks", "My overdue tasks"),
         ("settings", "Digest, alerts, quiet hours, time zone"),
         ("digest", "Morning digest: time, days, now"),
         ("alerts", "Alert thresholds"),
@@ -47,6 +48,7 @@ COMMANDS: dict[str, list[tuple[str, str]]] = {
     ],
     "ru": [
         ("counters", "Мои счётчики задач"),
+        ("tasks", "Мои просроченные задачи"),
         ("settings", "Сводка, оповещения, тихие часы, часовой пояс"),
         ("digest", "Утренняя сводка: время, дни, сейчас"),
         ("alerts", "Пороги оповещений"),
@@ -85,6 +87,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": (
             "<b>Commands</b>\n"
             "/counters [all|doing|helping|following|created] — your task counters\n"
+            "/tasks [all|doing|helping|following|created] — your overdue tasks\n"
             "/link &lt;ID | e-mail | profile URL&gt; — link your Bitrix24 account\n"
             "/verify 123456 — confirm the code sent to you in Bitrix24\n"
             "/settings — all settings with buttons\n"
@@ -99,6 +102,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": (
             "<b>Команды</b>\n"
             "/counters [all|doing|helping|following|created] — счётчики задач\n"
+            "/tasks [все|делаю|помогаю|наблюдаю|поручил] — просроченные задачи\n"
             "/link &lt;ID | e-mail | ссылка на профиль&gt; — привязать аккаунт Битрикс24\n"
             "/verify 123456 — подтвердить код, пришедший вам в Битрикс24\n"
             "/settings — все настройки с кнопками\n"
@@ -268,6 +272,17 @@ TEXTS.update(
             "en": "The list has {listed}, the counter says {counter}: Bitrix24 recounts with a delay, and the list may include tasks you muted.",
             "ru": "В списке {listed}, счётчик показывает {counter}: Битрикс24 пересчитывает с задержкой, а в списке могут быть задачи, уведомления о которых вы отключили.",
         },
+        "button_overdue_role": {"en": "Overdue: {role} ({n})", "ru": "Просрочено: {role} ({n})"},
+        "button_overdue_list": {"en": "Show the overdue tasks", "ru": "Показать просроченные задачи"},
+        "tasks_unavailable": {
+            "en": "Task lists are unavailable on this portal: it does not apply the filter they need. The administrators were told.",
+            "ru": "Списки задач на этом портале недоступны: он не применяет нужный им фильтр. Администраторы уведомлены.",
+        },
+        "admin_task_filter_ignored": {
+            "en": "Task lists are off: this portal ignores the tasks.task.list member filter, so a list could show other people's tasks. Nothing was shown. Check the portal version (python -m bot check).",
+            "ru": "Списки задач отключены: портал игнорирует фильтр участника в tasks.task.list, и список мог бы показать чужие задачи. Ничего не показано. Проверьте версию портала (python -m bot check).",
+        },
+        "digest_tasks_title": {"en": "<b>Most overdue:</b>", "ru": "<b>Дольше всего просрочены:</b>"},
         "button_previous": {"en": "‹ Previous", "ru": "‹ Назад"},
         "button_next": {"en": "Next ›", "ru": "Далее ›"},
         "button_back_to_counters": {"en": "← Counters", "ru": "← Счётчики"},

@@ -36,8 +36,8 @@ async def test_healthy_setup_passes_with_warnings_only(tmp_path: Path) -> None:
     )
     assert status == 0
     assert statuses(lines) == {
-        "settings": "OK", "telegram": "OK", "bitrix24": "OK", "plan": "OK", "scope": "OK", "admin": "OK",
-        "http": "OK", "timezone": "OK", "admins": "WARN",
+        "settings": "OK", "telegram": "OK", "bitrix24": "OK", "plan": "OK", "scope": "OK", "task": "OK",
+        "admin": "OK", "http": "OK", "timezone": "OK", "admins": "WARN",
     }
 
 
@@ -62,3 +62,17 @@ async def test_revoked_webhook_and_plan_without_rest_fail(tmp_path: Path) -> Non
     wrong = FakeBitrix(webhook_code="anothercode123")
     status, lines = await check(tmp_path, FakeTelegram(), wrong)
     assert status == 1 and statuses(lines)["bitrix24"] == "FAIL"
+
+
+async def test_a_portal_that_ignores_the_task_member_filter_fails_the_task_list_check(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    b24 = FakeBitrix(webhook_code=WEBHOOK_CODE)
+    b24.add_task(1, "Someone's task", deadline=datetime.now(UTC) - timedelta(days=1), responsible=547)
+    status, lines = await check(tmp_path, FakeTelegram(), b24, DEFAULT_TIMEZONE="Europe/Moscow")
+    assert "OK task lists: the portal applies the member filter" in lines
+    b24.ignored_task_filters = {"MEMBER"}
+    status, lines = await check(tmp_path, FakeTelegram(), b24, DEFAULT_TIMEZONE="Europe/Moscow")
+    assert status == 1 and "FAIL task lists: member filter ignored, lists off" in lines
+    (sent,) = [r for r in b24.requests if r.method == "tasks.task.list"][:1]
+    assert str(sent.params["filter"]["MEMBER"]) == "2147483000"

@@ -175,7 +175,8 @@ async def test_digest_at_local_time_once_per_date_across_restarts(tmp_path: Path
         h.clock.set(datetime(2026, 3, 2, 6, 0, tzinfo=UTC))
         h.b24.requests.clear()
         assert await h.services.coordinator.digest_tick() == 1
-        assert h.b24.request_count("batch") == 1
+        # SPEC 8: one batch for the roles, one for the task lines of the users with overdue tasks.
+        assert h.b24.request_count("batch") == 2
         await h.flush()
         (text,) = digests(h)
         assert "<b>All</b>: Overdue 2 · New comments 1" in text and "first digest" in text

@@ -100,17 +100,18 @@ def test_a_page_that_would_pass_4096_units_drops_task_lines_not_the_header_or_fo
 def test_buttons_page_back_and_forth_refresh_and_go_back_to_the_counters() -> None:
     keyboard = tasklist.task_keyboard("en", "view_role_responsible", 1, 35, back_to_counters=True).to_dict()
     data = [b["callback_data"] for row in keyboard["inline_keyboard"] for b in row]
-    assert data == ["t:doing:0", "t:doing:2", "t:doing:1", "c:every"]
+    assert data == ["t:doing:0", "t:doing:2", "tr:doing:1", "c:every"]
     single = tasklist.task_keyboard("ru", "view_all", 0, 3, back_to_counters=False).to_dict()
-    assert [b["callback_data"] for row in single["inline_keyboard"] for b in row] == ["t:all:0"]
+    assert [b["callback_data"] for row in single["inline_keyboard"] for b in row] == ["tr:all:0"]
     assert all(len(d.encode()) <= 64 for d in data)
 
 
 @pytest.mark.parametrize(
     ("data", "parsed"),
     [
-        ("t:all:0", ("view_all", 0)),
-        ("t:created:12", ("view_role_originator", 12)),
+        ("t:all:0", ("view_all", 0, False)),
+        ("t:created:12", ("view_role_originator", 12, False)),
+        ("tr:doing:3", ("view_role_responsible", 3, True)),
         ("t:all:-1", None),
         ("t:boss:1", None),
         ("t:all:99999", None),
@@ -119,7 +120,7 @@ def test_buttons_page_back_and_forth_refresh_and_go_back_to_the_counters() -> No
         ("c:all:1", None),
     ],
 )
-def test_callback_data_carries_only_role_and_page(data: str, parsed: tuple[str, int] | None) -> None:
+def test_callback_data_carries_only_role_and_page(data: str, parsed: tuple[str, int, bool] | None) -> None:
     assert tasklist.parse_callback(data) == parsed
 
 

@@ -12,7 +12,12 @@ from bot.bitrix.client import (
     COUNTERS_IN_FLIGHT,
     COUNTERS_METHOD,
     INTERACTIVE_DEADLINE,
+    ROLE_FILTER_KEYS,
+    TASK_PAGE,
+    TASK_SELECT,
+    TASKS_METHOD,
     BitrixClient,
+    overdue_filter,
 )
 from bot.bitrix.results import (
     NO_ACCESS,
@@ -22,6 +27,8 @@ from bot.bitrix.results import (
     Counters,
     NoAccess,
     Operating,
+    Task,
+    TaskPage,
 )
 from bot.bitrix.transport import (
     BitrixStats,
@@ -44,6 +51,10 @@ __all__ = [
     "DEFAULT_LIMIT",
     "INTERACTIVE_DEADLINE",
     "NO_ACCESS",
+    "ROLE_FILTER_KEYS",
+    "TASKS_METHOD",
+    "TASK_PAGE",
+    "TASK_SELECT",
     "BatchResult",
     "BitrixClient",
     "BitrixStats",
@@ -55,9 +66,12 @@ __all__ = [
     "NoAccess",
     "Operating",
     "RedactFilter",
+    "Task",
+    "TaskPage",
     "TimeBudget",
     "build_http_client",
     "normalize_webhook_url",
+    "overdue_filter",
     "php_query",
     "redact",
 ]

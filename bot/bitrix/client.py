@@ -1,4 +1,4 @@
-"""BitrixClient: the Bitrix24 calls the bot makes (batch, counters, users, notify, scopes)."""
+"""BitrixClient: the Bitrix24 calls the bot makes (batch, counters, task lists, users, notify, scopes)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -18,8 +19,10 @@ from bot.bitrix.results import (
     BitrixUser,
     CounterResult,
     Operating,
+    TaskPage,
     as_map,
     parse_counters,
+    parse_task_page,
     user_from,
 )
 from bot.bitrix.transport import (
@@ -44,7 +47,18 @@ from bot.errors import (
 )
 from bot.model import ROLES
 
-__all__ = ["BATCH_SIZE", "COUNTERS_IN_FLIGHT", "COUNTERS_METHOD", "INTERACTIVE_DEADLINE", "BitrixClient"]
+__all__ = [
+    "BATCH_SIZE",
+    "COUNTERS_IN_FLIGHT",
+    "COUNTERS_METHOD",
+    "INTERACTIVE_DEADLINE",
+    "ROLE_FILTER_KEYS",
+    "TASKS_METHOD",
+    "TASK_PAGE",
+    "TASK_SELECT",
+    "BitrixClient",
+    "overdue_filter",
+]
 
 log = logging.getLogger("bot.bitrix")
 
@@ -57,7 +71,60 @@ COUNTERS_IN_FLIGHT = 3
 # long enough for one slow answer, short enough that the user gets an answer, not a hang.
 INTERACTIVE_DEADLINE = 15.0
 
+TASKS_METHOD = "tasks.task.list"
+TASK_PAGE = 50  # tasks.task.list pages are fixed at 50 rows (reference 1.2)
+# The tasks.task.list filter key per counter role (SPEC 11; reference 1.3, 1.4).
+ROLE_FILTER_KEYS: dict[str, str] = {
+    "view_all": "MEMBER",
+    "view_role_responsible": "RESPONSIBLE_ID",
+    "view_role_accomplice": "ACCOMPLICE",
+    "view_role_auditor": "AUDITOR",
+    "view_role_originator": "CREATED_BY",
+}
+TASK_SELECT: tuple[str, ...] = (
+    "ID",
+    "TITLE",
+    "DEADLINE",
+    "STATUS",
+    "GROUP_ID",
+    "RESPONSIBLE_ID",
+    "CREATED_BY",
+    "ACCOMPLICES",
+    "AUDITORS",
+)
+
 _METHOD_NAME = re.compile(r"^[a-z0-9_.]+$", re.IGNORECASE)
+
+
+def overdue_filter(bitrix_user_id: int, role: str, now: datetime) -> dict[str, Any]:
+    """The tasks.task.list filter that mirrors one role's `expired` counter (SPEC 11).
+
+    `<DEADLINE` stays at the top level, where the server converts dates (reference 1.2).
+    No IS_MUTED (it would be judged for the webhook's owner) and no ONLY_ROOT_TASKS
+    (subtasks count). For the originator role the counter leaves out tasks the user also
+    is responsible for, so the list asks the same (`!REFERENCE:RESPONSIBLE_ID`,
+    reference 1.3); a portal that ignores it is caught by the caller's row check.
+    """
+    if now.utcoffset() is None:
+        raise ValueError("now must be aware")
+    key = ROLE_FILTER_KEYS.get(role)
+    if key is None:
+        raise ValueError(f"unknown role {role!r}")
+    flt: dict[str, Any] = {key: int(bitrix_user_id)}
+    if role == "view_role_originator":
+        flt["!REFERENCE:RESPONSIBLE_ID"] = "CREATED_BY"
+    flt["<DEADLINE"] = now.isoformat(timespec="seconds")
+    flt["REAL_STATUS"] = [2, 3]
+    return flt
+
+
+def _overdue_params(bitrix_user_id: int, role: str, now: datetime, start: int) -> dict[str, Any]:
+    return {
+        "filter": overdue_filter(bitrix_user_id, role, now),
+        "select": list(TASK_SELECT),
+        "order": {"DEADLINE": "asc", "ID": "asc"},
+        "start": start,
+    }
 
 
 class BitrixClient:
@@ -403,3 +470,98 @@ class BitrixClient:
         )
         if result is False or result is None:
             raise BitrixMethodError("NOT_CREATED", method="im.notify.system.add")
+
+    # -- task lists ---------------------------------------------------------------------
+
+    async def overdue_tasks(
+        self,
+        bitrix_user_id: int,
+        role: str,
+        now: datetime,
+        *,
+        start: int = 0,
+        deadline: float | None = None,
+        bulk: bool = False,
+    ) -> TaskPage:
+        """One page (50 rows from `start`) of the overdue tasks behind one role's `expired` counter, most overdue first.
+
+        The rows are what the portal sent: the caller checks each one (bot.tasks.row_fits),
+        because a portal silently ignores filter keys it does not know. `bulk` paces the
+        request under the bulk share of the time budget; `deadline` (seconds) bounds it.
+        """
+        if start != -1 and (start < 0 or start % TASK_PAGE):
+            raise ValueError("start must be -1 or a multiple of 50")
+        params = _overdue_params(bitrix_user_id, role, now, start)
+        deadline_at = self._deadline_at(deadline)
+        reserved = 0.0
+        outcome_unknown = True
+        try:
+            if bulk:
+                self.budget.check_blocked([TASKS_METHOD])
+                reserved = self.budget.estimate(TASKS_METHOD, 1)
+                await self.budget.reserve(TASKS_METHOD, reserved, bulk=True)
+            envelope = await self._request(TASKS_METHOD, params, deadline_at=deadline_at)
+            outcome_unknown = False  # _request recorded its real cost from `time`
+        except BitrixError as err:
+            outcome_unknown = isinstance(err, (BitrixTransientError, BitrixBadAnswerError))
+            raise
+        finally:
+            self.budget.settle(TASKS_METHOD, reserved, spent=reserved if outcome_unknown else None)
+        page = parse_task_page(envelope.get("result"), envelope.get("total"), envelope.get("next"), TASKS_METHOD)
+        if isinstance(page, BitrixError):
+            raise page
+        return page
+
+    async def first_overdue_pages(
+        self,
+        bitrix_user_ids: Sequence[int],
+        now: datetime,
+        *,
+        bulk: bool = True,
+        deadline: float | None = None,
+    ) -> dict[int, TaskPage | BitrixError]:
+        """The first 50 overdue tasks (view_all, `start: -1`: no total) of each user, 50 users per batch (digest, SPEC 11).
+
+        A failed command is that user's BitrixError; a batch that failed as a whole is the
+        error of its users, and once it would repeat (CircuitBreaker) the batches not yet
+        sent get it without a request.
+        """
+        deadline_at = self._deadline_at(deadline)
+        breaker = CircuitBreaker()
+        ids = list(dict.fromkeys(int(i) for i in bitrix_user_ids))
+        out: dict[int, TaskPage | BitrixError] = {}
+        for offset in range(0, len(ids), BATCH_SIZE):
+            group = ids[offset : offset + BATCH_SIZE]
+            if breaker.error is not None:
+                out.update(dict.fromkeys(group, breaker.error))
+                continue
+            commands = {
+                f"t{bitrix_user_id}": (TASKS_METHOD, _overdue_params(bitrix_user_id, "view_all", now, -1))
+                for bitrix_user_id in group
+            }
+            reserved = 0.0
+            outcome_unknown = True
+            try:
+                if bulk:
+                    self.budget.check_blocked([TASKS_METHOD])
+                    reserved = self.budget.estimate(TASKS_METHOD, len(commands))
+                    await self.budget.reserve(TASKS_METHOD, reserved, bulk=True)
+                result = await self._batch(commands, deadline_at=deadline_at, breaker=breaker)
+                outcome_unknown = False
+            except BitrixError as err:
+                outcome_unknown = isinstance(err, (BitrixTransientError, BitrixBadAnswerError))
+                out.update(dict.fromkeys(group, err))
+                if breaker.trip(err):
+                    log.warning("bitrix task lists: %s %s stops the remaining batches", err.kind, err.code)
+                continue
+            finally:
+                self.budget.settle(TASKS_METHOD, reserved, spent=reserved if outcome_unknown else None)
+            for bitrix_user_id in group:
+                key = f"t{bitrix_user_id}"
+                if key in result.errors:
+                    out[bitrix_user_id] = result.errors[key]
+                elif key in result.results:
+                    out[bitrix_user_id] = parse_task_page(result.results[key], None, None, TASKS_METHOD)
+                else:
+                    out[bitrix_user_id] = BitrixBadAnswerError("MISSING_RESULT", method=TASKS_METHOD)
+        return out

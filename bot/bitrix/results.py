@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.errors import BitrixBadAnswerError, BitrixError
@@ -16,6 +17,8 @@ __all__ = [
     "Counters",
     "NoAccess",
     "Operating",
+    "Task",
+    "TaskPage",
 ]
 
 
@@ -86,6 +89,34 @@ class Operating:
     operating: float
     reset_at: float | None
     seen_at: float
+
+
+@dataclass(frozen=True)
+class Task:
+    """One row of tasks.task.list, parsed defensively (None or empty where the portal sent nothing usable)."""
+
+    task_id: int
+    title: str
+    deadline: datetime | None  # always aware when present
+    status: int | None  # the real status, 1..7
+    group_id: int | None
+    group_name: str | None
+    responsible_id: int | None
+    created_by: int | None
+    accomplices: frozenset[int]
+    auditors: frozenset[int]
+    # Set when the portal sent a deadline this parser cannot read: the row is shown without its
+    # age, and it is no evidence of an ignored filter (a missing deadline is).
+    deadline_unreadable: bool = False
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of tasks.task.list: up to 50 rows, the total (None with start -1) and the next start."""
+
+    tasks: tuple[Task, ...]
+    total: int | None
+    next_start: int | None
 
 
 # -- parsing helpers ---------------------------------------------------------------------
@@ -179,3 +210,78 @@ def parse_counters(result: Any, method: str) -> CounterResult:
             return BitrixBadAnswerError("COUNTER_OUT_OF_RANGE", method=method)
         values[str(name)] = value
     return Counters(values)
+
+
+def to_datetime(value: Any) -> datetime | None:
+    """An ISO-8601 date with an offset as Bitrix24 sends it; None when absent, naive or not a date."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.utcoffset() is not None else None
+
+
+def _ids(value: Any) -> frozenset[int]:
+    """A list (or PHP-list map) of user IDs; items that are not IDs are dropped."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return frozenset(i for i in map(to_int, items) if i is not None and i > 0)
+
+
+def _positive(value: Any) -> int | None:
+    number = to_int(value)
+    return number if number is not None and number > 0 else None
+
+
+def task_from(raw: Any) -> Task | None:
+    """Build a Task from a tasks.task.list row (camelCase keys, mostly strings); None without a usable ID."""
+    if not isinstance(raw, dict):
+        return None
+    task_id = _positive(raw.get("id"))
+    if task_id is None:
+        return None
+    title = raw.get("title")
+    group = raw.get("group")
+    group_id = _positive(raw.get("groupId"))
+    group_name: str | None = None
+    if isinstance(group, dict):  # `[]` when the task is in no group (reference 1.5)
+        group_id = group_id if group_id is not None else _positive(group.get("id"))
+        name = group.get("name")
+        group_name = name if isinstance(name, str) and name else None
+    deadline = to_datetime(raw.get("deadline"))
+    return Task(
+        task_id=task_id,
+        title=title if isinstance(title, str) else "" if title is None else str(title),
+        deadline=deadline,
+        deadline_unreadable=deadline is None and bool(str(raw.get("deadline") or "").strip()),
+        status=to_int(raw.get("status")),
+        group_id=group_id,
+        group_name=group_name if group_id is not None else None,
+        responsible_id=_positive(raw.get("responsibleId")),
+        created_by=_positive(raw.get("createdBy")),
+        accomplices=_ids(raw.get("accomplices")),
+        auditors=_ids(raw.get("auditors")),
+    )
+
+
+def parse_task_page(result: Any, total: Any, next_start: Any, method: str) -> TaskPage | BitrixError:
+    """`{"tasks": [...]}` -> TaskPage (odd rows skipped); any other shape is a bad answer."""
+    if isinstance(result, list) and not result:
+        rows: Any = []
+    elif isinstance(result, dict):
+        rows = result.get("tasks", [])
+        if isinstance(rows, dict):  # a PHP list with odd keys arrives as a map
+            rows = list(rows.values())
+    else:
+        return BitrixBadAnswerError("UNEXPECTED_RESULT", method=method)
+    if not isinstance(rows, list):
+        return BitrixBadAnswerError("UNEXPECTED_RESULT", method=method)
+    tasks = tuple(task for task in map(task_from, rows) if task is not None)
+    total_int = to_int(total)
+    next_int = to_int(next_start)
+    return TaskPage(
+        tasks=tasks,
+        total=total_int if total_int is not None and total_int >= 0 else None,
+        next_start=next_int if next_int is not None and next_int > 0 else None,
+    )

@@ -42,7 +42,7 @@ async def _counters_message(
         portal_url=services.settings.bitrix24_portal_url,
         bitrix_user_id=bitrix_user_id,
     )
-    return text, render.counters_keyboard(lang, short)
+    return text, render.counters_keyboard(lang, short, reading.value, _roles_for(short))
 
 
 async def send_counters(

@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,6 +27,7 @@ ROLES = (
 # Which scope each served method needs; None = always allowed (scope "basic").
 _METHOD_SCOPES: dict[str, tuple[str, ...] | None] = {
     "tasks.task.counters.get": ("task",),
+    "tasks.task.list": ("task",),
     "batch": None,
     "user.get": ("user", "user_basic", "user_brief"),
     "user.current": ("user", "user_basic", "user_brief"),
@@ -96,6 +98,71 @@ class Scripted:
     def read_timeout(cls) -> Scripted:
         """The answer never comes in time."""
         return cls(timeout=True)
+
+
+@dataclass
+class FakeTask:
+    """One task of the fake portal (real status 1..7; deadline aware or None)."""
+
+    task_id: int
+    title: str
+    deadline: datetime | None
+    status: int
+    responsible: int
+    created_by: int
+    accomplices: frozenset[int] = frozenset()
+    auditors: frozenset[int] = frozenset()
+    group: tuple[int, str] | None = None  # (id, name)
+    muted_by: frozenset[int] = frozenset()
+
+    def members(self) -> set[int]:
+        """Every member of any role."""
+        return {self.responsible, self.created_by, *self.accomplices, *self.auditors}
+
+    def in_role(self, bitrix_user_id: int, role: str) -> bool:
+        """Whether the user counts for this counter role (reference 1.1: an originator who is also responsible does not)."""
+        if role == "view_all":
+            return bitrix_user_id in self.members()
+        if role == "view_role_responsible":
+            return self.responsible == bitrix_user_id
+        if role == "view_role_accomplice":
+            return bitrix_user_id in self.accomplices
+        if role == "view_role_auditor":
+            return bitrix_user_id in self.auditors
+        if role == "view_role_originator":
+            return self.created_by == bitrix_user_id and self.responsible != bitrix_user_id
+        return False
+
+
+# tasks.task.list: the page size is fixed (reference 1.2).
+TASK_PAGE = 50
+# select name -> the camelCase keys it fills (reference 1.2, 1.5).
+_TASK_SELECT = {
+    "ID": ("id",),
+    "TITLE": ("title",),
+    "DEADLINE": ("deadline",),
+    "STATUS": ("status", "subStatus"),
+    "REAL_STATUS": ("status", "subStatus"),
+    "GROUP_ID": ("groupId", "group"),
+    "RESPONSIBLE_ID": ("responsibleId",),
+    "CREATED_BY": ("createdBy",),
+    "ACCOMPLICES": ("accomplices",),
+    "AUDITORS": ("auditors",),
+}
+
+
+def _ints(value: Any) -> set[int]:
+    """A filter value (scalar, list, or a PHP-list map) as a set of ints; odd items dropped."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    values = value if isinstance(value, list) else [value]
+    out: set[int] = set()
+    for item in values:
+        try:
+            out.add(int(str(item).strip()))
+        except ValueError:
+            continue
+    return out
 
 
 @dataclass
@@ -171,6 +238,17 @@ class FakeBitrix:
         self.webhook_code = webhook_code
         self.users: dict[int, dict[str, Any]] = {}
         self.counters: dict[tuple[int, str], dict[str, int]] = {}
+        # Tasks (tasks.task.list). While any exist, tasks.task.counters.get derives `expired`
+        # from them for a user and role without explicit set_counters values; derive_counters
+        # True derives it always (other names from set_counters), False never.
+        self.tasks: dict[int, FakeTask] = {}
+        self.derive_counters: bool | None = None
+        # Per-call failures of tasks.task.list: a user ID in any role key of the filter -> (code, description).
+        self.task_list_errors: dict[int, tuple[str, str]] = {}
+        # Filter keys this portal does not know: silently dropped, as Bitrix24 does (reference 1.2).
+        self.ignored_task_filters: set[str] = set()
+        # The offset of dates in task answers (server offset + the webhook user's zone).
+        self.task_tz: tzinfo = timezone(timedelta(hours=3))
         self.scopes: set[str] = {"task", "user", "im"}
         self.admin = True
         self.plan_has_rest = True
@@ -226,6 +304,55 @@ class FakeBitrix:
     def set_counters(self, bitrix_user_id: int, role: str = "view_all", **values: int) -> None:
         """Set one user's counters for one role (names -> ints)."""
         self.counters[(bitrix_user_id, role)] = dict(values)
+
+    def add_task(
+        self,
+        task_id: int,
+        title: str = "Task",
+        *,
+        deadline: datetime | None = None,
+        status: int = 3,
+        responsible: int = 1,
+        created_by: int | None = None,
+        accomplices: tuple[int, ...] | set[int] | frozenset[int] = (),
+        auditors: tuple[int, ...] | set[int] | frozenset[int] = (),
+        group: tuple[int, str] | None = None,
+        muted_by: tuple[int, ...] | set[int] | frozenset[int] = (),
+    ) -> FakeTask:
+        """Add or replace a task; created_by defaults to the responsible; the deadline must be aware."""
+        if deadline is not None and deadline.utcoffset() is None:
+            raise ValueError("deadline must be aware")
+        task = FakeTask(
+            task_id=task_id,
+            title=title,
+            deadline=deadline,
+            status=status,
+            responsible=responsible,
+            created_by=responsible if created_by is None else created_by,
+            accomplices=frozenset(accomplices),
+            auditors=frozenset(auditors),
+            group=group,
+            muted_by=frozenset(muted_by),
+        )
+        self.tasks[task_id] = task
+        return task
+
+    def delete_task(self, task_id: int) -> None:
+        """Delete a task (gone from lists and counters)."""
+        self.tasks.pop(task_id, None)
+
+    def expired_count(self, bitrix_user_id: int, role: str, now: datetime | None = None) -> int:
+        """`expired` as the tasks module counts it (reference 1.1): deadline < now, status 2/3, not muted."""
+        now = now if now is not None else datetime.fromtimestamp(self.clock(), UTC)
+        return sum(
+            1
+            for task in self.tasks.values()
+            if task.in_role(bitrix_user_id, role)
+            and task.deadline is not None
+            and task.deadline < now
+            and task.status in (2, 3)
+            and bitrix_user_id not in task.muted_by
+        )
 
     def limit(self, rate: float = 2.0, burst: int = 50, clock: Callable[[], float] | None = None) -> None:
         """Switch on the leaky bucket: +1 per request, drains `rate`/s, over `burst` -> 503."""
@@ -359,7 +486,9 @@ class FakeBitrix:
         if self._blocked(method, now):
             raise _Fail(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
         if method == "tasks.task.counters.get":
-            return self._counters(params), {"total": 1}
+            return self._counters(params, now), {"total": 1}
+        if method == "tasks.task.list":
+            return self._task_list(params)
         if method == "user.get":
             return self._user_get(params)
         if method == "user.current":
@@ -384,7 +513,7 @@ class FakeBitrix:
 
     # -- methods ------------------------------------------------------------------------
 
-    def _counters(self, params: dict[str, Any]) -> Any:
+    def _counters(self, params: dict[str, Any], now: float) -> Any:
         raw_user = _ci(params, "userId")
         try:
             bitrix_user_id = int(raw_user) if raw_user not in (None, "") else 0
@@ -401,9 +530,126 @@ class FakeBitrix:
         if not self.admin and bitrix_user_id != self.webhook_user_id:
             return []
         values = self.counters.get((bitrix_user_id, role))
-        if values is None or role not in ROLES:
+        if role not in ROLES:
+            return []
+        derive = self.derive_counters if self.derive_counters is not None else (bool(self.tasks) and values is None)
+        if derive:
+            values = {"new_comments": 0, **(values or {})}
+            values["expired"] = self.expired_count(bitrix_user_id, role, datetime.fromtimestamp(now, UTC))
+            values["total"] = values["expired"] + values["new_comments"]
+        if values is None:
             return []
         return {name: {"counter": value, "code": _CODES.get(name, 0)} for name, value in values.items()}
+
+    def _task_list(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """tasks.task.list: filter, order, select, start (pages of 50; start -1 skips the total)."""
+        flt = _ci(params, "filter")
+        flt = flt if isinstance(flt, dict) else {}
+        ignored = {key.upper() for key in self.ignored_task_filters}
+        for raw_key, value in flt.items():
+            if str(raw_key).upper() in ("MEMBER", "RESPONSIBLE_ID", "CREATED_BY", "ACCOMPLICE", "AUDITOR"):
+                for bitrix_user_id in _ints(value):
+                    if bitrix_user_id in self.task_list_errors:
+                        raise _Fail(400, *self.task_list_errors[bitrix_user_id])
+        tasks = list(self.tasks.values())
+        if not self.admin:  # a plain user's webhook sees only that user's tasks
+            tasks = [t for t in tasks if self.webhook_user_id in t.members()]
+        for raw_key, value in flt.items():
+            key = str(raw_key).upper()
+            if key in ignored:
+                continue
+            if key == "MEMBER":
+                wanted = _ints(value)
+                tasks = [t for t in tasks if t.members() & wanted]
+            elif key == "RESPONSIBLE_ID":
+                wanted = _ints(value)
+                tasks = [t for t in tasks if t.responsible in wanted]
+            elif key == "CREATED_BY":
+                wanted = _ints(value)
+                tasks = [t for t in tasks if t.created_by in wanted]
+            elif key == "ACCOMPLICE":
+                wanted = _ints(value)
+                tasks = [t for t in tasks if t.accomplices & wanted]
+            elif key == "AUDITOR":
+                wanted = _ints(value)
+                tasks = [t for t in tasks if t.auditors & wanted]
+            elif key == "ID":
+                wanted = _ints(value)
+                tasks = [t for t in tasks if t.task_id in wanted]
+            elif key == "GROUP_ID":
+                wanted = _ints(value)
+                tasks = [t for t in tasks if (t.group[0] if t.group else 0) in wanted]
+            elif key == "REAL_STATUS":
+                wanted = _ints(value)
+                tasks = [t for t in tasks if t.status in wanted]
+            elif key == "!REFERENCE:RESPONSIBLE_ID" and str(value).upper() == "CREATED_BY":
+                tasks = [t for t in tasks if t.responsible != t.created_by]
+            elif key == "<DEADLINE":
+                cutoff = self._filter_date(value)
+                tasks = [t for t in tasks if t.deadline is not None and t.deadline < cutoff]
+            # any other key: silently ignored, as the server does (reference 1.2)
+        order = _ci(params, "order")
+        order = order if isinstance(order, dict) else {}
+        tasks.sort(key=lambda t: t.task_id)
+        for raw_field, direction in reversed(list(order.items())):
+            descending = str(direction).lower() == "desc"
+            field_name = str(raw_field).upper()
+            if field_name == "DEADLINE":
+                # MySQL puts NULLs first ascending, last descending.
+                tasks.sort(key=lambda t: (t.deadline is not None, t.deadline or datetime.min.replace(tzinfo=UTC)), reverse=descending)
+            elif field_name == "ID":
+                tasks.sort(key=lambda t: t.task_id, reverse=descending)
+        select = _ci(params, "select")
+        if isinstance(select, dict):
+            select = list(select.values())
+        wanted_keys: set[str] | None = None
+        if isinstance(select, list) and select and "*" not in select:
+            wanted_keys = {"id"}
+            for name in select:
+                wanted_keys.update(_TASK_SELECT.get(str(name).upper(), ()))
+        try:
+            start = int(str(_ci(params, "start") or 0))
+        except ValueError:
+            start = 0
+        if start == -1:
+            return {"tasks": [self._task_dict(t, wanted_keys) for t in tasks[:TASK_PAGE]]}, {}
+        start = max(0, start)
+        page = [self._task_dict(t, wanted_keys) for t in tasks[start : start + TASK_PAGE]]
+        extra: dict[str, Any] = {"total": len(tasks)}
+        if start + TASK_PAGE < len(tasks):
+            extra["next"] = start + TASK_PAGE
+        return {"tasks": page}, extra
+
+    def _filter_date(self, value: Any) -> datetime:
+        """A filter date as strtotime would read an ISO-8601 one; naive means the portal's zone."""
+        try:
+            parsed = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise _Fail(400, "ERROR_CORE", f"Wrong date format: {value}") from None
+        return parsed if parsed.utcoffset() is not None else parsed.replace(tzinfo=self.task_tz)
+
+    def _task_dict(self, task: FakeTask, wanted: set[str] | None) -> dict[str, Any]:
+        """One task as tasks.task.list answers it: camelCase keys, string values (reference 1.5)."""
+        status = str(task.status)
+        overdue = (
+            task.deadline is not None
+            and task.deadline < datetime.fromtimestamp(self.clock(), UTC)
+            and task.status not in (4, 5)
+        )
+        full: dict[str, Any] = {
+            "id": str(task.task_id),
+            "title": task.title,
+            "deadline": task.deadline.astimezone(self.task_tz).isoformat(timespec="seconds") if task.deadline else None,
+            "status": status,
+            "subStatus": "-1" if overdue else status,
+            "groupId": str(task.group[0]) if task.group else "0",
+            "group": {"id": str(task.group[0]), "name": task.group[1], "opened": True} if task.group else [],
+            "responsibleId": str(task.responsible),
+            "createdBy": str(task.created_by),
+            "accomplices": [str(i) for i in sorted(task.accomplices)],
+            "auditors": [str(i) for i in sorted(task.auditors)],
+        }
+        return full if wanted is None else {k: v for k, v in full.items() if k in wanted}
 
     def _user_dict(self, bitrix_user_id: int, with_admin: bool) -> dict[str, Any]:
         user = self.users.get(bitrix_user_id) or {
