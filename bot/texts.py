@@ -87,7 +87,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": (
             "<b>Commands</b>\n"
             "/counters [all|doing|helping|following|created] — your task counters\n"
-            "/tasks [all|doing|helping|following|created] — your overdue tasks\n"
+            "/tasks [role] — your overdue tasks, by role as above\n"
             "/link &lt;ID | e-mail | profile URL&gt; — link your Bitrix24 account\n"
             "/verify 123456 — confirm the code sent to you in Bitrix24\n"
             "/settings — all settings with buttons\n"
@@ -102,7 +102,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": (
             "<b>Команды</b>\n"
             "/counters [all|doing|helping|following|created] — счётчики задач\n"
-            "/tasks [все|делаю|помогаю|наблюдаю|поручил] — просроченные задачи\n"
+            "/tasks [роль] — просроченные задачи, роли как выше\n"
             "/link &lt;ID | e-mail | ссылка на профиль&gt; — привязать аккаунт Битрикс24\n"
             "/verify 123456 — подтвердить код, пришедший вам в Битрикс24\n"
             "/settings — все настройки с кнопками\n"
