@@ -9,9 +9,7 @@ the wall time against the time the limit sets, and the 503s.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.fake_process import beside_fake  # noqa: E402
 from bot.account import Accounts  # noqa: E402
 from bot.bitrix import BitrixClient, LeakyBucket, build_http_client  # noqa: E402
 from bot.config import load_settings  # noqa: E402
@@ -103,19 +102,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=10_000)
     args = parser.parse_args()
     users = args.users
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=serve, args=(users, child), daemon=True)
-    proc.start()
-    try:
-        url = parent.recv()
-        figures = asyncio.run(digest_round(url, users))
-        parent.send("stop")
-        server = parent.recv()
-    finally:
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.terminate()
+    figures, server = beside_fake(serve, users, lambda url: digest_round(url, users))
     with_overdue = sum(1 for bid in range(1, users + 1) if overdue(bid))
     expected = math.ceil(users / 10) + math.ceil(with_overdue / 50)
     limit = max(0, expected - BURST) / RATE

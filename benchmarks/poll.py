@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
-import multiprocessing
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -13,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.fake_process import beside_fake  # noqa: E402
 from bot.bitrix import BitrixClient, Counters, LeakyBucket, build_http_client  # noqa: E402
 from tests.fakes.bitrix import FakeBitrix  # noqa: E402
 from tests.fakes.server import LoopbackServer  # noqa: E402
@@ -58,19 +57,7 @@ def bound(requests: int) -> float:
 
 def run(users: int) -> bool:
     """Benchmark one N in a fresh fake (its own process, so CPU time is the client's only)."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=serve, args=(users, child), daemon=True)
-    proc.start()
-    try:
-        url = parent.recv()
-        figures = asyncio.run(cycle(url, users))
-        parent.send("stop")
-        server = parent.recv()
-    finally:
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.terminate()
+    figures, server = beside_fake(serve, users, lambda url: cycle(url, users))
     expected = math.ceil(users / 50)
     limit = bound(expected)
     ratio = figures["wall"] / limit if limit else float("nan")
