@@ -245,3 +245,16 @@ async def test_odd_rows_from_the_portal_still_make_a_readable_list(tmp_path: Pat
         assert "&lt;script&gt;" + "x" * 70 in text and "<script>" not in text and "Sales &amp; &lt;Co&gt;" in text
         (emoji,) = [line for line in text.splitlines() if "view/3/" in line]
         assert "overdue by" not in emoji and emoji.count("😀") == 79
+
+
+async def test_digest_tasks_off_while_the_digest_reads_leaves_the_lines_out(tmp_path: Path) -> None:
+    from tests.test_overlap import during_read
+
+    async with digest_portal(tmp_path) as h:
+        h.b24.add_task(20, "late", deadline=h.clock.now() - timedelta(days=1), responsible=ANNA)
+        await link(h, 42)
+        h.clock.set(h.clock.now().replace(hour=9))
+        queued = await during_read(h, h.services.coordinator.digest_tick(), lambda: h.say(42, "/digest tasks off"))
+        await h.flush()
+        (text,) = [t for t in h.tg.texts(42) if t.startswith("<b>Good morning")]
+        assert queued == 1 and "Overdue 1" in text and "Most overdue:" not in text
