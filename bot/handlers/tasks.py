@@ -7,10 +7,12 @@ import logging
 from telegram import InlineKeyboardMarkup, Update
 
 from bot import parsing, tasklist
+from bot.bitrix import Counters
 from bot.errors import BitrixError
 from bot.handlers.core import Caller, bitrix_failed, caller, linked_caller, parse_error_answer, query_of, reply
 from bot.handlers.counters import edit_in_place
 from bot.reader import TooManyReads
+from bot.render import ROLE_SHORT
 from bot.services import BotContext
 from bot.storage import alerts
 from bot.tasks import TaskListsUnavailable
@@ -39,9 +41,9 @@ async def _last_counter(context: BotContext, who: Caller, role: str) -> int | No
     """The `expired` counter last read for the role: /counters' read, else the poll's view_all."""
     assert who.user is not None and who.user.bitrix_user_id is not None
     counters = context.services.reader.last(who.user.bitrix_user_id)
-    if counters is not None and role in counters:
-        value = counters[role]
-        return value.get("expired") if hasattr(value, "get") and not isinstance(value, BitrixError) else None
+    value = counters.get(role) if counters is not None else None
+    if isinstance(value, Counters):
+        return value.get("expired")
     if role == "view_all":
         snapshot = await alerts.snapshot(context.services.storage.db, who.telegram_user_id)
         if snapshot is not None and snapshot[0] is not None:
@@ -107,7 +109,8 @@ async def tasks_button(update: Update, context: BotContext) -> None:
 async def tasks_new_button(update: Update, context: BotContext) -> None:
     """The button under an alert or a digest: the list as a new message, so the message it sits under stays."""
     query = query_of(update)
-    role = {"tn:all": "view_all"}.get(query.data or "")
+    short = (query.data or "").partition(":")[2]
+    role = {s: r for r, s in ROLE_SHORT.items()}.get(short)
     who = await caller(update, context)
     if role is None or not who.linked:
         await query.answer(t(who.lang, "not_linked") if not who.linked else None)
