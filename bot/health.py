@@ -1,11 +1,10 @@
-"""GET /healthz and GET /metrics on HEALTH_PORT (SPEC section 10), on a tiny asyncio server."""
+"""GET /healthz and GET /metrics on HEALTH_PORT (SPEC sections 10 and 14), served by aiohttp."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from telegram.ext import Application
 
@@ -39,35 +38,42 @@ def health_status(app: Application) -> tuple[bool, dict[str, object]]:
     return not problems, body
 
 
-async def serve(app: Application, port: int, host: str = "0.0.0.0") -> asyncio.base_events.Server:
+class HealthServer:
+    """`GET /healthz` and `GET /metrics` served by aiohttp in the bot's own event loop."""
+
+    def __init__(self, runner: web.AppRunner) -> None:
+        self._runner = runner
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (useful when it was asked for port 0)."""
+        addresses = self._runner.addresses
+        if not addresses:
+            raise RuntimeError("the health server is not listening")
+        return int(addresses[0][1])
+
+    async def close(self) -> None:
+        """Stop listening and close open connections."""
+        await self._runner.cleanup()
+
+
+async def serve(app: Application, port: int, host: str = "0.0.0.0") -> HealthServer:
     """Start the endpoint; the caller closes the returned server."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = await asyncio.wait_for(reader.readline(), timeout=5)
-            while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request_line.decode("latin-1").split()
-            path = parts[1] if len(parts) >= 2 else ""
-            if len(parts) < 2 or parts[0] != "GET":
-                status, ctype, body = 405, "text/plain", b"method not allowed\n"
-            elif path == "/healthz":
-                ok, info = health_status(app)
-                status, ctype, body = (200 if ok else 503), "application/json", json.dumps(info).encode()
-            elif path == "/metrics":
-                services = app.bot_data["services"]
-                status, ctype, body = 200, CONTENT_TYPE_LATEST, services.metrics.render()
-            else:
-                status, ctype, body = 404, "text/plain", b"not found\n"
-            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
-            head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError, UnicodeDecodeError):
-            pass
-        finally:
-            writer.close()
+    async def healthz(request: web.Request) -> web.Response:
+        ok, info = health_status(app)
+        return web.json_response(info, status=200 if ok else 503)
 
-    server = await asyncio.start_server(handle, host, port)
+    async def metrics(request: web.Request) -> web.Response:
+        body = app.bot_data["services"].metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    web_app = web.Application()
+    web_app.router.add_get("/healthz", healthz, allow_head=False)
+    web_app.router.add_get("/metrics", metrics, allow_head=False)
+    # No access log: one line per health probe every minute would bury the events that matter.
+    runner = web.AppRunner(web_app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
     log.info("health endpoint on port %d", port)
-    return server
+    return HealthServer(runner)

@@ -93,13 +93,7 @@ async def start(app: Application) -> None:
     jq.run_repeating(housekeeping_job, HOUSEKEEPING_SECONDS, first=300.0, name="housekeeping")
     if services.settings.health_port:
         server = await health.serve(app, services.settings.health_port)
-
-        async def close_health() -> None:
-            """Close the health endpoint."""
-            server.close()
-            await server.wait_closed()
-
-        supervisor.on_stop(close_health)
+        supervisor.on_stop(server.close)
 
 
 def begin_stop(app: Application) -> None:

@@ -18,14 +18,20 @@ def admin_portal(tmp_path: Path) -> Harness:
     return h
 
 
-async def http_get(port: int, path: str) -> tuple[int, bytes]:
+async def http_request(port: int, method: str, path: str, raw: bytes | None = None) -> tuple[int, bytes]:
+    """One request on a real socket, the connection closed after it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(raw or f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
     data = await reader.read()
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """GET path."""
+    return await http_request(port, "GET", path)
 
 
 async def test_stats_shows_the_figures_to_admins_only(tmp_path: Path) -> None:
@@ -49,7 +55,7 @@ async def test_healthz_is_503_with_a_reason_until_polling_runs_and_metrics_speak
         await link(h, 42)
         await h.poll()
         server = await health.serve(h.app, 0, host="127.0.0.1")
-        port = server.sockets[0].getsockname()[1]
+        port = server.port
         try:
             status, body = await http_get(port, "/healthz")
             assert status == 503 and "telegram polling is not running" in json.loads(body)["problems"]
@@ -59,9 +65,10 @@ async def test_healthz_is_503_with_a_reason_until_polling_runs_and_metrics_speak
             assert 'bot_bitrix24_requests_total{outcome="ok"}' in text
             assert "bot_poll_cycles_total{result=\"ok\"} 1.0" in text and "bot_linked_users 1.0" in text
             assert (await http_get(port, "/nope"))[0] == 404
+            assert (await http_request(port, "POST", "/healthz"))[0] == 405
+            assert (await http_request(port, "GET", "/healthz", raw=b"GARBAGE\r\n\r\n"))[0] == 400
         finally:
-            server.close()
-            await server.wait_closed()
+            await server.close()
 
 
 async def test_healthz_turns_503_when_the_last_good_poll_is_too_old(tmp_path: Path) -> None:
