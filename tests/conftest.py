@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
+# clock, fake and http for the Bitrix24 client tests (a module may override one, as the deadline tests do).
+pytest_plugins = ("tests.bitrix_clock",)
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 

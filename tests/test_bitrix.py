@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import certifi
@@ -37,21 +36,9 @@ from bot.errors import (
     BitrixTransientError,
 )
 from bot.model import ROLES
-from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock
+from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock, client_for
 from tests.fakes.bitrix import FakeBitrix, Scripted, batch_with_user, php_parse_query
-from tests.fakes.server import LoopbackServer, mock_transport
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fake(clock: FakeClock) -> FakeBitrix:
-    fake = FakeBitrix(webhook_user_id=1, webhook_code=CODE)
-    fake.clock = clock.now
-    return fake
+from tests.fakes.server import LoopbackServer
 
 
 def make_client(
@@ -61,16 +48,7 @@ def make_client(
     bucket: LeakyBucket | None = None,
     **kwargs: Any,
 ) -> BitrixClient:
-    bucket = bucket or LeakyBucket(2, 50, monotonic=clock.now, sleep=clock.sleep)
-    return BitrixClient(
-        WEBHOOK, http, bucket, monotonic=clock.now, wall=clock.now, sleep=clock.sleep, rng=lambda: 0.5, **kwargs
-    )
-
-
-@pytest.fixture
-async def http(fake: FakeBitrix) -> AsyncIterator[httpx.AsyncClient]:
-    async with build_http_client(transport=mock_transport(fake.handle)) as client:
-        yield client
+    return client_for(http, clock, bucket, **kwargs)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -17,38 +16,15 @@ from bot.bitrix import (
     Counters,
     LeakyBucket,
     TimeBudget,
-    build_http_client,
 )
 from bot.errors import BitrixTimeBudgetError
 from bot.model import ROLES
-from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock
+from tests.bitrix_clock import COUNTERS, T0, WEBHOOK, FakeClock, client_for
 from tests.fakes.bitrix import FakeBitrix, Scripted
-from tests.fakes.server import mock_transport
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fake(clock: FakeClock) -> FakeBitrix:
-    fake = FakeBitrix(webhook_user_id=1, webhook_code=CODE)
-    fake.clock = clock.now
-    return fake
-
-
-@pytest.fixture
-async def http(fake: FakeBitrix) -> AsyncIterator[httpx.AsyncClient]:
-    async with build_http_client(transport=mock_transport(fake.handle)) as client:
-        yield client
 
 
 def make_client(http: httpx.AsyncClient, clock: FakeClock) -> BitrixClient:
-    return BitrixClient(
-        WEBHOOK, http, LeakyBucket(2, 50, monotonic=clock.now, sleep=clock.sleep),
-        monotonic=clock.now, wall=clock.now, sleep=clock.sleep, rng=lambda: 0.5,
-    )
+    return client_for(http, clock)
 
 
 @pytest.fixture

@@ -20,14 +20,9 @@ from bot.bitrix import (
 )
 from bot.errors import BitrixRateLimitedError, BitrixTransientError
 from bot.model import ROLES
-from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock
+from tests.bitrix_clock import CODE, COUNTERS, T0, WEBHOOK, FakeClock, client_for
 from tests.fakes.bitrix import FakeBitrix, Scripted, batch_with_user, php_parse_query
 from tests.fakes.server import LoopbackServer, mock_transport
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -41,10 +36,7 @@ def fake(clock: FakeClock) -> FakeBitrix:
 @pytest.fixture
 async def client(fake: FakeBitrix, clock: FakeClock) -> AsyncIterator[BitrixClient]:
     async with build_http_client(transport=mock_transport(fake.handle)) as http:
-        yield BitrixClient(
-            WEBHOOK, http, LeakyBucket(2, 50, monotonic=clock.now, sleep=clock.sleep),
-            monotonic=clock.now, wall=clock.now, sleep=clock.sleep, rng=lambda: 0.5,
-        )
+        yield client_for(http, clock)
 
 
 def add_users(fake: FakeBitrix, count: int, roles: tuple[str, ...] = ("view_all",)) -> list[int]:

@@ -7,11 +7,10 @@ import pytest
 from bot.bitrix import BitrixClient, Counters, LeakyBucket, build_http_client
 from bot.errors import BitrixBadAnswerError
 from bot.model import ROLES
+from tests.bitrix_clock import CODE, WEBHOOK
 from tests.fakes.bitrix import FakeBitrix, Scripted, php_parse_query
 from tests.fakes.server import mock_transport
 
-CODE = "fakewebhookcode0123456789"
-WEBHOOK = f"https://corp.bitrix24.test/rest/1/{CODE}/"
 INT32_MAX = 2**31 - 1
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -18,15 +17,13 @@ from bot.bitrix import (
     LeakyBucket,
     Task,
     TaskPage,
-    build_http_client,
 )
 from bot.bitrix.results import parse_task_page, task_from
 from bot.errors import BitrixBadAnswerError, BitrixMethodError, BitrixTimeBudgetError, BitrixTransientError
 from bot.model import ROLES
 from bot.tasks import row_fits
-from tests.bitrix_clock import CODE, T0, WEBHOOK, FakeClock
+from tests.bitrix_clock import T0, WEBHOOK, FakeClock, client_for
 from tests.fakes.bitrix import FakeBitrix, Scripted, php_parse_query
-from tests.fakes.server import mock_transport
 
 TASKS = "tasks.task.list"
 NOW = datetime.fromtimestamp(T0, UTC)
@@ -35,27 +32,8 @@ USER = 7
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fake(clock: FakeClock) -> FakeBitrix:
-    fake = FakeBitrix(webhook_user_id=1, webhook_code=CODE)
-    fake.clock = clock.now
-    return fake
-
-
-@pytest.fixture
-async def http(fake: FakeBitrix) -> AsyncIterator[httpx.AsyncClient]:
-    async with build_http_client(transport=mock_transport(fake.handle)) as client:
-        yield client
-
-
-@pytest.fixture
 def client(fake: FakeBitrix, clock: FakeClock, http: httpx.AsyncClient) -> BitrixClient:
-    bucket = LeakyBucket(2, 50, monotonic=clock.now, sleep=clock.sleep)
-    return BitrixClient(WEBHOOK, http, bucket, monotonic=clock.now, wall=clock.now, sleep=clock.sleep, rng=lambda: 0.5)
+    return client_for(http, clock)
 
 
 def ago(**delta: float) -> datetime:
