@@ -28,6 +28,14 @@ ENDS_WITH_LINK = ("alert", "digest", "quiet")
 DIGEST_FIELDS = ("digest_enabled", "digest_time", "digest_days", "timezone", "pause_until")
 
 
+async def drop_messages(db: Db, rows: list[tuple[int, str]], now: float, reason: str) -> None:
+    """Inside a transaction: withdraw queued outbox rows (id, kind); a withdrawn digest's log says dropped."""
+    await outbox.drop(db, [row_id for row_id, _ in rows], now, reason)
+    for row_id, kind in rows:
+        if kind == "digest":
+            await digests.set_outcome(db, row_id, "dropped")
+
+
 class Clock(Protocol):
     """What the accounts read the time from."""
 
@@ -104,10 +112,7 @@ class Accounts:
 
     async def _drop_queued(self, db: Db, telegram_user_id: int, kinds: tuple[str, ...] | None, reason: str) -> None:
         rows = await outbox.queued_for(db, telegram_user_id, kinds)
-        await outbox.drop(db, [r[0] for r in rows], self._clock.timestamp(), reason)
-        for row_id, kind, _ in rows:
-            if kind == "digest":
-                await digests.set_outcome(db, row_id, "dropped")
+        await drop_messages(db, [(row_id, kind) for row_id, kind, _ in rows], self._clock.timestamp(), reason)
 
     # ---- links -------------------------------------------------------------------------------
 

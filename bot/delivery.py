@@ -17,6 +17,7 @@ from telegram import InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import BaseRateLimiter, ExtBot
 
+from bot.account import drop_messages
 from bot.storage import OutboxRow, Storage, digests, outbox
 from bot.supervise import WorkerHealth
 
@@ -325,10 +326,7 @@ class OutboxWorker:
         if not refused:
             return rows
         async with self._storage.transaction() as db:
-            await outbox.drop(db, [r.id for r in refused], now, "not allowed")
-            for row in refused:
-                if row.kind == "digest":
-                    await digests.set_outcome(db, row.id, "dropped")
+            await drop_messages(db, [(r.id, r.kind) for r in refused], now, "not allowed")
         log.info("dropped %d queued messages to users no longer on the allow-list", len(refused))
         self._metrics.messages.labels("dropped").inc(len(refused))
         return [r for r in rows if r not in refused]
