@@ -258,3 +258,22 @@ async def test_digest_tasks_off_while_the_digest_reads_leaves_the_lines_out(tmp_
         await h.flush()
         (text,) = [t for t in h.tg.texts(42) if t.startswith("<b>Good morning")]
         assert queued == 1 and "Overdue 1" in text and "Most overdue:" not in text
+
+
+async def test_lists_of_two_roles_at_once_on_a_portal_that_ignores_the_filter_tell_the_admins_once(tmp_path: Path) -> None:
+    h = task_portal(tmp_path, ADMIN_TELEGRAM_USER_IDS="1")
+    async with h:
+        await h.say(1, "/start")
+        now = h.clock.now()
+        h.b24.add_task(11, "Anna's task", deadline=now - timedelta(days=1), responsible=ANNA)
+        h.b24.add_task(12, "Secret of Boris", deadline=now - timedelta(days=2), responsible=BORIS, auditors=(BORIS,))
+        h.b24.ignored_task_filters = {"MEMBER", "RESPONSIBLE_ID", "AUDITOR"}
+        await linked(h)
+        async with h.polling():
+            answers = await h.together(
+                h.tg.message(42, "/tasks"), h.tg.message(42, "/tasks doing"), h.tg.message(42, "/tasks following"),
+                answers=3, chat_id=42,
+            )
+        await h.flush()
+        assert all(a.startswith("Task lists are unavailable") for a in answers)
+        assert len([t for t in h.tg.texts(1) if "Task lists are off" in t]) == 1
