@@ -16,7 +16,7 @@ from bot import alerts as alert_rules
 from bot.config import Settings
 from bot.model import UserSettings
 from bot.preferences import Change
-from bot.storage import Db, OutgoingMessage, Storage, User, alerts, digests, limits, links, outbox, users
+from bot.storage import Db, OutgoingMessage, Storage, User, alerts, digests, limits, links, outbox, task_members, users
 from bot.storage import settings as user_settings
 from bot.texts import pick_language, t
 
@@ -148,6 +148,7 @@ class Accounts:
         return Linked(settings=fresh, moved_from=moved_from)
 
     async def _end_link(self, db: Db, telegram_user_id: int) -> bool:
+        await self._forget_task_members(db, telegram_user_id)
         existed = await links.delete(db, telegram_user_id)
         await alerts.delete_states(db, telegram_user_id)
         await alerts.delete_snapshots(db, telegram_user_id)
@@ -188,7 +189,15 @@ class Accounts:
     async def forget(self, telegram_user_id: int) -> None:
         """Delete every row about a user except limit records (which expire on their own)."""
         async with self._storage.transaction() as db:
+            await self._forget_task_members(db, telegram_user_id)
             await users.delete(db, telegram_user_id)
+
+    @staticmethod
+    async def _forget_task_members(db: Db, telegram_user_id: int) -> None:
+        """The task-member cache keeps linked people only (SPEC 9): a link that ends takes its rows."""
+        link = await links.get(db, telegram_user_id)
+        if link is not None:
+            await task_members.delete_user(db, link.bitrix_user_id)
 
     # ---- settings ----------------------------------------------------------------------------
 

@@ -12,6 +12,9 @@ from .schedule import local_to_utc, local_today, next_digest_due, pause_active
 
 SNOOZE_HOUR = timedelta(minutes=60)
 FOLD_WINDOW = timedelta(minutes=30)  # SPEC 7: a summary folds into a digest due this soon
+# Poll reads start one interval apart, give or take the scheduler's own latency: a regrowth
+# read this much short of the gap still counts as the next interval's.
+CALM_TOLERANCE = timedelta(seconds=1)
 SnoozeKind = Literal["hour", "tomorrow"]
 
 
@@ -81,8 +84,19 @@ def evaluate(
     states: Mapping[str, AlertState],
     counters: Mapping[str, int],
     now: datetime,
+    *,
+    read_at: datetime | None = None,
+    regrow_gap: timedelta = timedelta(0),
 ) -> AlertOutcome:
-    """Advance every thresholded counter's state by one successful poll and decide what to send or hold."""
+    """Advance every thresholded counter's state by one successful read and decide what to send or hold.
+
+    Alerts stay calm (SPEC 14): an alerted counter that keeps growing alerts again only when
+    the read began at least `regrow_gap` (the poll interval) after the read behind its last
+    alert; until then its peak stays, so the next read after the gap alerts with the value
+    it finds. Crossing the threshold from armed alerts at once. `read_at` is when the read
+    began (default `now`).
+    """
+    read_at = read_at or now
     muted = _muted(settings, now)
     quiet = in_quiet_hours(settings, now)
     new_states: dict[str, AlertState] = {}
@@ -112,15 +126,19 @@ def evaluate(
             new_states[counter] = replace(prev, snooze_until=snooze)
             continue
         # Armed and crossing, or alerted and above the peak: an alert is due.
-        fired = AlertState(counter=counter, alerted=True, peak=value, snooze_until=snooze, baseline_needed=False)
+        fired = AlertState(
+            counter=counter, alerted=True, peak=value, snooze_until=snooze, baseline_needed=False, alerted_at=prev.alerted_at
+        )
         if snooze is not None:
             new_states[counter] = replace(fired, held=prev.held)  # dropped, but the level counts as seen
         elif quiet:
             new_states[counter] = replace(fired, held=True)
             if not prev.held:
                 held_now.append(counter)
+        elif prev.alerted and prev.alerted_at is not None and read_at - prev.alerted_at < regrow_gap - CALM_TOLERANCE:
+            new_states[counter] = replace(prev, snooze_until=snooze)  # growing again too soon: calm, peak kept
         else:
-            new_states[counter] = fired
+            new_states[counter] = replace(fired, alerted_at=read_at)
             send.append(Alert(counter, value, threshold))
     return AlertOutcome(states=new_states, send=tuple(send), held_now=tuple(held_now))
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import sqlite3
+import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
 from telegram import Bot
@@ -13,6 +17,8 @@ from telegram.request import HTTPXRequest
 from bot.bitrix import BitrixClient, LeakyBucket, build_http_client
 from bot.config import Settings
 from bot.errors import BitrixError, BitrixPlanError
+from bot.events import EVENT_NAMES, LAST_EVENT_KEY
+from bot.events import PATH as EVENTS_PATH
 
 Print = Callable[[str], None]
 
@@ -95,7 +101,85 @@ async def run_check(
             line("OK", "admins", "every admin has written to the bot")
     else:
         line("WARN", "admins", "ADMIN_TELEGRAM_USER_IDS is empty: failures go to the log only")
+    if settings.events_on:
+        await _check_events(settings, line)
     return 1 if failed else 0
+
+
+async def _check_events(settings: Settings, line: Callable[[str, str, str], None]) -> None:
+    """SPEC 14: the listener's port, the address and events to give Bitrix24, the last event seen."""
+    port = settings.events_port
+    host = settings.events_bind_address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+        line("OK", "events", f"port {port} on {host} is free: the bot will listen on {port}")
+    except OSError:
+        # Taken: the running bot answers a POST without a token with 401; anything else is another program.
+        target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        url = f"http://{f'[{target}]' if ':' in target else target}:{port}{EVENTS_PATH}"
+        try:
+            async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+                answer = await http.post(url, content=b"", headers={"Content-Type": "application/x-www-form-urlencoded"})
+            if answer.status_code == 401:
+                line("OK", "events", f"listening on {port}")
+            else:
+                line("FAIL", "events", f"port {port} on {host} is used by another program (it answered HTTP {answer.status_code})")
+        except httpx.HTTPError as err:
+            line("FAIL", "events", f"port {port} on {host} is taken and does not answer HTTP ({type(err).__name__})")
+    names = ", ".join(EVENT_NAMES)
+    public = settings.events_public_url
+    problem = _public_url_problem(public)
+    if problem:
+        line("WARN", "events url", f"{problem}; Bitrix24 posts only to a public https:// address. Then tick: {names}")
+    else:
+        line("OK", "events url", f"in the outbound webhook, set the handler address {public} and tick: {names}")
+    last = _last_event_at(settings)
+    if last is None:
+        line("WARN", "events last", "no valid event received yet")
+    else:
+        line("OK", "events last", f"the last valid event arrived {_age(time.time() - last)} ago")
+
+
+def _public_url_problem(url: str) -> str | None:
+    """Why Bitrix24 could not post to EVENTS_PUBLIC_URL, or None."""
+    if not url:
+        return "EVENTS_PUBLIC_URL is empty"
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return "EVENTS_PUBLIC_URL uses http://"
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
+        return f"EVENTS_PUBLIC_URL names {host}, which Bitrix24 cannot reach"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if not address.is_global:
+        return f"EVENTS_PUBLIC_URL names the private address {host}"
+    return None
+
+
+def _last_event_at(settings: Settings) -> float | None:
+    path = settings.database_path
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (LAST_EVENT_KEY,)).fetchone()
+        return float(row[0]) if row else None
+    except (sqlite3.Error, ValueError):
+        return None
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
 
 
 # An ID no portal user has: a portal that applies the MEMBER filter returns no task for it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import ssl
@@ -18,6 +19,7 @@ DEFAULT_TELEGRAM_API = "https://api.telegram.org"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,100}$")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+_EVENTS_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 
 
 class SettingsError(Exception):
@@ -49,12 +51,32 @@ class Settings:
     admin_telegram_user_ids: frozenset[int] = frozenset()
     log_level: str = "INFO"
     health_port: int | None = None
+    bitrix24_events_token: str = field(default="", repr=False)
+    events_port: int = 8090
+    events_bind_address: str = "127.0.0.1"
+    events_public_url: str = ""
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Strings that must never reach a log line: the token and the webhook code."""
+        """Strings that must never reach a log line: the bot token, the webhook code and the events token."""
         code = self.bitrix24_webhook_url.rstrip("/").rsplit("/", 1)[-1]
-        return (self.telegram_bot_token, code)
+        return (self.telegram_bot_token, code) + ((self.bitrix24_events_token,) if self.bitrix24_events_token else ())
+
+    @property
+    def events_on(self) -> bool:
+        """Whether Bitrix24 events are accepted (SPEC 14): the outbound webhook's token is set."""
+        return bool(self.bitrix24_events_token)
+
+    @property
+    def portal_domains(self) -> frozenset[str]:
+        """The hosts an event's auth[domain] may name: the webhook's and the portal's, with and without port."""
+        out = set()
+        for url in (self.bitrix24_webhook_url, self.bitrix24_portal_url):
+            parts = urlsplit(url)
+            if parts.hostname:
+                out.add(parts.hostname.lower())
+                out.add(parts.netloc.lower())
+        return frozenset(out)
 
     @property
     def webhook_host(self) -> str:
@@ -238,6 +260,31 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = Path(".env")
     take("ADMIN_TELEGRAM_USER_IDS", "admin_telegram_user_ids", _id_list)
     take("LOG_LEVEL", "log_level", one_of(*LOG_LEVELS, lower=False))
     take("HEALTH_PORT", "health_port", lambda raw: _int(raw, 1, 65535))
+
+    def events_token(raw: str) -> str:
+        if not _EVENTS_TOKEN.match(raw.strip()):
+            raise ValueError("must be the application token shown in the outbound webhook (8 to 128 letters or digits)")
+        return raw.strip()
+
+    def bind_address(raw: str) -> str:
+        try:
+            return str(ipaddress.ip_address(raw.strip()))
+        except ValueError:
+            raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
+
+    def public_url(raw: str) -> str:
+        url = raw.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://bot.example.com/bitrix24/events")
+        return url
+
+    take("BITRIX24_EVENTS_TOKEN", "bitrix24_events_token", events_token)
+    take("EVENTS_PORT", "events_port", lambda raw: _int(raw, 1, 65535))
+    take("EVENTS_BIND_ADDRESS", "events_bind_address", bind_address)
+    take("EVENTS_PUBLIC_URL", "events_public_url", public_url)
+    if values.get("bitrix24_events_token") and values.get("events_port", 8090) == values.get("health_port"):
+        problems.append("EVENTS_PORT: must differ from HEALTH_PORT (metrics must never face the internet)")
 
     if values.get("link_verification") == "none" and not values.get("allowed_telegram_user_ids"):
         if "ALLOWED_TELEGRAM_USER_IDS" not in [p.split(":")[0] for p in problems]:

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,13 +16,27 @@ from telegram import InlineKeyboardMarkup
 from bot import alerts as alert_rules
 from bot import render, tasklist
 from bot.account import Accounts
-from bot.bitrix import BitrixClient, CounterResult, Counters, NoAccess
+from bot.bitrix import BitrixClient, CounterResult, Counters, NoAccess, Priority
 from bot.bitrix.results import Task
 from bot.config import Settings
 from bot.errors import BitrixError
 from bot.model import ROLES
 from bot.schedule import Due, due_digests, next_digest_due, read_lead_time
-from bot.storage import Audience, Db, OutgoingMessage, Storage, alerts, audience, digests, limits, links, meta, outbox, users
+from bot.storage import (
+    Audience,
+    Db,
+    OutgoingMessage,
+    Storage,
+    alerts,
+    audience,
+    digests,
+    limits,
+    links,
+    meta,
+    outbox,
+    task_members,
+    users,
+)
 from bot.tasks import row_fits
 from bot.texts import t
 
@@ -44,6 +59,8 @@ STATE_KEY = "coordinator"
 TASKS_METHOD = "tasks.task.list"
 DIGEST_TASK_LINES = 3  # SPEC 11: the digest shows up to 3 most overdue tasks
 TASK_FILTER_KEY = "notice:task_filter_ignored"  # when admins were last told the portal ignores the list filter
+EVENTS_DOMAIN_KEY = "notice:events_domain"  # admins were told an event with the right token named another domain
+TASK_MEMBERS_KEEP_SECONDS = 30 * 86400.0  # SPEC 9: task-member rows of tasks unseen for 30 days
 
 
 @dataclass(frozen=True)
@@ -237,11 +254,20 @@ class Coordinator:
         await self._admin_notices(cause, error, stretch)
         return result
 
-    async def apply_readings(self, readings: dict[int, tuple[int, Counters]], *, read_started: float) -> tuple[int, int]:
+    async def apply_readings(
+        self,
+        readings: dict[int, tuple[int, Counters]],
+        *,
+        read_started: float,
+        caused: Mapping[int, float] | None = None,
+    ) -> tuple[int, int]:
         """Decide alerts for fresh view_all reads, APPLY_CHUNK users per transaction; returns (skipped, broken).
 
         Inside the transaction each user is re-read: one unlinked, moved, blocked or forgotten
-        since the read is skipped; one whose last read is newer than this one keeps it.
+        since the read is skipped; one whose last read is newer than this one keeps it. That
+        ordering is what lets a poll and an event refresh of the same user overlap: whichever
+        read began later decides, once. `caused` maps a user to the receipt time of the event
+        behind this read (kept on the messages, for their latency).
         """
         skipped = broken = 0
         queued = False
@@ -263,7 +289,9 @@ class Coordinator:
                         continue
                     try:
                         async with Storage.savepoint(db):
-                            states, messages = self._decide(current, counters, now)
+                            states, messages = self._decide(
+                                current, counters, now, read_started, (caused or {}).get(tid)
+                            )
                             await alerts.replace_states(db, tid, states)
                             await alerts.save_snapshot(db, tid, dict(counters.values), read_started)
                             await outbox.enqueue(db, messages, now.timestamp())
@@ -278,7 +306,30 @@ class Coordinator:
             self._accounts.wake()
         return skipped, broken
 
-    def _decide(self, who: Audience, counters: Counters, now: datetime) -> tuple[dict, list[OutgoingMessage]]:
+    async def refresh(self, who: Mapping[int, int], caused: Mapping[int, float]) -> dict[int, bool]:
+        """An event refresh (SPEC 14): read view_all of these users (Telegram -> Bitrix24 ID) and decide as a poll does.
+
+        The read waits at event priority (after users, digests and polls) and goes through
+        apply_readings, so it counts as a poll for every SPEC 7 rule. Returns, per user read,
+        whether the counters differ from the last read before this one.
+        """
+        tids = [tid for tid in who if self._settings.is_allowed(tid)]
+        if not tids:
+            return {}
+        started = self._clock.timestamp()
+        before = await alerts.snapshots_of(self._storage.db, tids)
+        read = await self._bitrix.counters([who[tid] for tid in tids], ("view_all",), bulk=True, priority=Priority.EVENT)
+        readings: dict[int, tuple[int, Counters]] = {}
+        for tid in tids:
+            value = read.get(who[tid], {}).get("view_all")
+            if isinstance(value, Counters):
+                readings[tid] = (who[tid], value)
+        await self.apply_readings(readings, read_started=started, caused=caused)
+        return {tid: dict(counters.values) != before.get(tid) for tid, (_, counters) in readings.items()}
+
+    def _decide(
+        self, who: Audience, counters: Counters, now: datetime, read_started: float, caused_at: float | None = None
+    ) -> tuple[dict, list[OutgoingMessage]]:
         settings = who.settings
         values = {name: counters.get(name) for name in counters.values}
         lang = self._accounts.language(settings.language, who.language_code)
@@ -291,11 +342,15 @@ class Coordinator:
             states = summary.states
             if summary.items:
                 messages.append(self._message(who, "quiet", render.render_quiet_summary(lang, summary.items)))
-        outcome = alert_rules.evaluate(settings, states, values, now)
+        outcome = alert_rules.evaluate(
+            settings, states, values, now,
+            read_at=datetime.fromtimestamp(read_started, UTC),
+            regrow_gap=timedelta(seconds=self._settings.poll_interval_seconds),
+        )
         for alert in outcome.send:
             text = render.render_alert(lang, alert, portal_url=self._settings.bitrix24_portal_url, bitrix_user_id=who.link.bitrix_user_id)
             markup = render.alert_keyboard(lang, alert.counter).to_json()
-            messages.append(self._message(who, "alert", text, markup))
+            messages.append(replace(self._message(who, "alert", text, markup), caused_at=caused_at))
         return outcome.states, messages
 
     @staticmethod
@@ -381,6 +436,20 @@ class Coordinator:
         if messages:
             self._accounts.wake()
 
+    async def events_domain_mismatch(self, domain: str) -> None:
+        """An event with the right token named another portal (SPEC 14): admins are told once, ever."""
+        now = self._clock.timestamp()
+        async with self._storage.transaction() as db:
+            if await meta.get_json(db, EVENTS_DOMAIN_KEY) is not None:
+                return
+            messages = await self._admin_messages(
+                db, "admin_events_domain", domain=domain[:100], expected=self._settings.portal_host or self._settings.webhook_host
+            )
+            await outbox.enqueue(db, messages, now)
+            await meta.put_json(db, EVENTS_DOMAIN_KEY, {"at": now, "domain": domain[:100]})
+        if messages:
+            self._accounts.wake()
+
     # ---- digests -----------------------------------------------------------------------------
 
     def _due(self, who: Audience, now: datetime) -> tuple[Due | None, Due | None]:
@@ -421,7 +490,9 @@ class Coordinator:
         batch = current + [(w, d) for w, d in upcoming if d.due_at_utc - now <= lead]
         if not batch:
             return 0
-        read = await self._bitrix.counters([w.link.bitrix_user_id for w, _ in batch], ROLES, bulk=True)
+        read = await self._bitrix.counters(
+            [w.link.bitrix_user_id for w, _ in batch], ROLES, bulk=True, priority=Priority.DIGEST
+        )
         pages = await self._digest_task_pages(batch, read)
         queued = 0
         for who, due in batch:
@@ -457,7 +528,7 @@ class Coordinator:
             return {}
         now = self._clock.now()
         try:
-            pages = await self._bitrix.first_overdue_pages(wanted, now, bulk=True)
+            pages = await self._bitrix.first_overdue_pages(wanted, now, bulk=True, priority=Priority.DIGEST)
         except BitrixError as err:
             log.warning("digest: task lines left out: %s %s", err.kind, err.code)
             return {}
@@ -588,7 +659,8 @@ class Coordinator:
             sent = await outbox.delete_finished_before(db, stamp - OUTBOX_KEEP_SECONDS)
             logs = await digests.delete_before(db, (now - timedelta(days=DIGEST_LOG_KEEP_DAYS)).date())
             codes, events = await limits.expire(db, stamp, stamp - LIMIT_RECORDS_KEEP_SECONDS)
-        removed = {"outbox": sent, "digest_log": logs, "link_codes": codes, "limit_events": events}
+            members = await task_members.delete_unseen_before(db, stamp - TASK_MEMBERS_KEEP_SECONDS)
+        removed = {"outbox": sent, "digest_log": logs, "link_codes": codes, "limit_events": events, "task_members": members}
         if any(removed.values()):
             log.info("housekeeping removed %s", ", ".join(f"{n} {k}" for k, n in removed.items() if n))
         return removed

@@ -440,3 +440,5 @@ class OutboxWorker:
         else:
             await self.finish(row.id, "sent", None)
             self._metrics.messages.labels("sent").inc()
+            if row.caused_at is not None:  # an alert a Bitrix24 event set off (SPEC 14)
+                self._metrics.event_latency.observe(max(0.0, self._clock.timestamp() - row.caused_at))

@@ -25,6 +25,8 @@ def health_status(app: Application) -> tuple[bool, dict[str, object]]:
     age = now - last_ok
     if age > limit:
         problems.append(f"no successful poll cycle for {age:.0f} s (limit {limit} s)")
+    if services.events is not None and not (services.events_server is not None and services.events_server.running):
+        problems.append("the Bitrix24 events listener is not running")
     supervisor = services.supervisor
     unhealthy: dict[str, dict[str, object]] = {}
     if supervisor is not None:

@@ -22,6 +22,7 @@ DIGEST_TICK_SECONDS = 60
 RECHECK_SECONDS = 3600  # hourly: each link is re-read once its last check is a day old
 HOUSEKEEPING_SECONDS = 6 * 3600
 MIN_GAP_SECONDS = 1.0
+LISTEN_RETRY_SECONDS = 60
 
 
 def _supervisor(services: Services) -> Supervisor:
@@ -94,6 +95,62 @@ async def start(app: Application) -> None:
     if services.settings.health_port:
         server = await health.serve(app, services.settings.health_port)
         supervisor.on_stop(server.close)
+    if services.events is not None:
+        await start_events(app)
+
+
+async def start_events(app: Application) -> None:
+    """Bitrix24 events (SPEC 14): the supervised event work and the listener; a taken port is logged, not fatal.
+
+    /healthz reports a listener that is not running, and a job tries to start it again every minute.
+    """
+    services = app.bot_data["services"]
+    supervisor = _supervisor(services)
+    work = services.events
+    work.health = supervisor.worker("events")
+    work.poll_soon = lambda: bring_poll_forward(app)
+    supervisor.spawn("events", work.run())
+    server = services.events_server_for()
+    services.events_server = server
+    supervisor.on_stop(server.close)
+    if not await listen(services):
+        job_queue_of(app).run_repeating(listen_job, LISTEN_RETRY_SECONDS, first=LISTEN_RETRY_SECONDS, name="events-listen")
+
+
+async def listen(services: Services) -> bool:
+    """Start the events listener if it is not running; False (logged) when its port cannot be bound."""
+    server = services.events_server
+    if server is None or server.running:
+        return True
+    settings = services.settings
+    try:
+        await server.start(settings.events_bind_address, settings.events_port)
+    except OSError as err:
+        log.error(
+            "events listener cannot listen on %s port %d (%s); retrying every %d s",
+            settings.events_bind_address, settings.events_port, err.strerror or type(err).__name__, LISTEN_RETRY_SECONDS,
+        )
+        return False
+    return True
+
+
+async def listen_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Try again to start the events listener; the job ends once it listens."""
+    services = context.application.bot_data["services"]
+    if await listen(services) and context.job is not None:
+        context.job.schedule_removal()
+
+
+def bring_poll_forward(app: Application) -> bool:
+    """Run the next poll cycle now instead of at its time; False when none is waiting (one is running)."""
+    jq = job_queue_of(app)
+    waiting = jq.get_jobs_by_name("poll")
+    if not waiting:
+        return False
+    for job in waiting:
+        job.schedule_removal()
+    jq.run_once(poll_job, 0.0, name="poll")
+    return True
 
 
 def begin_stop(app: Application) -> None:

@@ -52,9 +52,28 @@ class Metrics:
         )
         self.messages = Counter("bot_messages", "Outgoing bulk messages by outcome", ["outcome"], registry=r)
         self.queue_length = Gauge("bot_outbox_queued", "Bulk messages waiting in the outbox", registry=r)
+        self.events_received = Counter(
+            "bot_events_received", "Valid Bitrix24 events received, by event name", ["event"], registry=r
+        )
+        self.events_rejected = Counter(
+            "bot_events_rejected", "Requests to the events endpoint rejected or ignored, by reason", ["reason"], registry=r
+        )
+        self.event_refreshes = Counter("bot_event_refreshes", "Users' counters read again because of an event", registry=r)
+        self.event_latency = Histogram(
+            "bot_event_to_sent_seconds", "From an event's receipt to the alert it caused being sent", registry=r,
+            buckets=(0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300),
+        )
+        self.event_overflow = Counter("bot_events_overflow", "Events dropped because pending work was full", registry=r)
+        self.event_shed = Counter("bot_events_shed", "Event tasks and refreshes shed for the time budget", registry=r)
+        self.event_failures = Counter("bot_event_read_failures", "Failed reads of an event's task members", registry=r)
         self.worker_errors = Counter(
             "bot_worker_errors", "Failures caught in background work, by worker (it logs them and goes on)", ["worker"], registry=r
         )
+
+    @staticmethod
+    def total(counter: Counter) -> int:
+        """A counter's value summed over its labels."""
+        return int(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
 
     def watch(self, services: Any) -> None:
         """Export the Bitrix24 client's and the coordinator's figures too."""

@@ -80,3 +80,4 @@ class AlertState:
     snooze_until: datetime | None = None
     held: bool = False  # an alert was held by quiet hours and awaits the end-of-quiet summary
     baseline_needed: bool = True  # next successful poll only sets the state
+    alerted_at: datetime | None = None  # when the read behind the last alert sent for this counter began

@@ -12,6 +12,7 @@ from bot.bitrix import BitrixClient
 from bot.clock import Clock
 from bot.config import Settings
 from bot.coordinator import Coordinator
+from bot.events import EventsServer, EventWork, Verdict
 from bot.linking import Linker
 from bot.metrics import Metrics
 from bot.reader import CounterReader
@@ -42,7 +43,36 @@ class Services:
         self.reader = CounterReader(self.bitrix, self.clock)
         self.coordinator = Coordinator(self.settings, self.storage, self.bitrix, self.clock, self.metrics, self.accounts)
         self.task_lists = TaskLists(self.bitrix, self.clock, self.reader.reads, self.coordinator.task_filter_ignored)
+        # Bitrix24 events (SPEC 14): the work exists only when the outbound webhook's token is set;
+        # the listener is started with the jobs.
+        self.events: EventWork | None = None
+        if self.settings.events_on:
+            self.events = EventWork(
+                self.settings, self.storage, self.bitrix, self.coordinator.refresh, self.clock, self.metrics
+            )
+        self.events_server: EventsServer | None = None
         self.metrics.watch(self)
+
+    def count_event(self, verdict: Verdict) -> None:
+        """Metrics of one request to the events endpoint: received by event name, rejected or ignored by reason."""
+        if verdict.name is not None:
+            self.metrics.events_received.labels(verdict.name).inc()
+        if verdict.reason != "ok":
+            self.metrics.events_rejected.labels(verdict.reason).inc()
+
+    def events_server_for(self) -> EventsServer:
+        """A listener wired to this bot's event work, metrics and admin notice (not started)."""
+        work = self.events
+        if work is None:
+            raise RuntimeError("events are off: BITRIX24_EVENTS_TOKEN is not set")
+        return EventsServer(
+            token=self.settings.bitrix24_events_token,
+            domains=self.settings.portal_domains,
+            accept=work.add,
+            count=self.count_event,
+            domain_mismatch=self.coordinator.events_domain_mismatch,
+            clock=self.clock.timestamp,
+        )
 
     def wake_outbox(self) -> None:
         """New bulk messages were queued."""

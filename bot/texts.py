@@ -282,6 +282,10 @@ TEXTS.update(
             "en": "Task lists are off: this portal ignores the tasks.task.list member filter, so a list could show other people's tasks. Nothing was shown. Check the portal version (python -m bot check).",
             "ru": "Списки задач отключены: портал игнорирует фильтр участника в tasks.task.list, и список мог бы показать чужие задачи. Ничего не показано. Проверьте версию портала (python -m bot check).",
         },
+        "admin_events_domain": {
+            "en": "⚠️ Bitrix24 events: a request with the right token named the portal {domain}, not {expected}; it was rejected. Check BITRIX24_WEBHOOK_URL / BITRIX24_PORTAL_URL, or whether the token is used by another portal.",
+            "ru": "⚠️ События Битрикс24: запрос с верным токеном назвал портал {domain}, а не {expected}; он отклонён. Проверьте BITRIX24_WEBHOOK_URL / BITRIX24_PORTAL_URL или не использует ли токен другой портал.",
+        },
         "digest_tasks_title": {"en": "<b>Most overdue:</b>", "ru": "<b>Дольше всего просрочены:</b>"},
         "button_previous": {"en": "‹ Previous", "ru": "‹ Назад"},
         "button_next": {"en": "Next ›", "ru": "Далее ›"},
@@ -388,6 +392,11 @@ TEXTS.update(
                 "Пользователей без доступа к счётчикам: {no_access}"
             ),
         },
+        "stats_events": {
+            "en": "\nBitrix24 events since start: received {received}, rejected {rejected}, refreshes {refreshes}; last valid event: {last}",
+            "ru": "\nСобытия Битрикс24 с запуска: получено {received}, отклонено {rejected}, обновлений {refreshes}; последнее верное: {last}",
+        },
+        "stats_ago": {"en": "{age} ago", "ru": "{age} назад"},
         "stats_never": {"en": "none yet", "ru": "ещё не было"},
         "stats_poll_ok": {"en": "{time} UTC, {ok} of {users} users read", "ru": "{time} UTC, прочитано {ok} из {users}"},
         "stats_poll_failed": {"en": "{time} UTC, failed: {cause}", "ru": "{time} UTC, ошибка: {cause}"},

@@ -18,10 +18,12 @@ from bot.delivery import DeliveryLimiter, OutboxWorker
 from bot.services import Services
 from bot.storage import Storage
 from tests.fakes.bitrix import FakeBitrix
+from tests.fakes.bitrix_events import EventPoster
 from tests.fakes.clock import FakeClock
 from tests.fakes.telegram import FAKE_TOKEN, FakeTelegram
 
 WEBHOOK_CODE = "fakewebhookcode0123456789"
+EVENTS_TOKEN = "jvh9y1ulvt2m6k5or90v9mg8nn32ozas"
 PORTAL = "https://corp.bitrix24.example"
 
 
@@ -127,6 +129,45 @@ class Harness:
         finally:
             await self.app.updater.stop()
             await self.app.stop()
+
+    @asynccontextmanager
+    async def events(self) -> AsyncIterator[EventPoster]:
+        """The events listener on a free loopback port and the event work running, as the bot runs them.
+
+        The work's waits (gathering window, re-reads) move the fake clock instead of sleeping.
+        """
+        work = self.services.events
+        assert work is not None, "set BITRIX24_EVENTS_TOKEN for events"
+        work.sleep = self._advance
+        server = self.services.events_server_for()
+        await server.start("127.0.0.1", 0)
+        self.services.events_server = server
+        task = asyncio.create_task(work.run())
+        try:
+            yield EventPoster(
+                f"http://127.0.0.1:{server.port}/bitrix24/events", self.settings.bitrix24_events_token,
+                "corp.bitrix24.example", clock=self.clock.timestamp,
+            )
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            await server.close()
+            self.services.events_server = None
+
+    async def events_done(self, timeout: float = 10.0) -> None:
+        """Wait until the event work has nothing pending, due or in hand, then deliver what it queued."""
+        work = self.services.events
+        assert work is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        await asyncio.sleep(0.01)
+        while not work.idle:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"event work still busy: {work.pending} pending, {work.due} due")
+            await asyncio.sleep(0.01)
+        await self.flush()
 
     async def together(self, *updates: dict[str, Any], answers: int, chat_id: int | None = None, timeout: float = 10.0) -> list[str]:
         """Deliver updates in one getUpdates answer (handled concurrently); wait for `answers` new texts."""

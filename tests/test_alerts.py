@@ -67,8 +67,40 @@ def sent_values(outcomes: list[AlertOutcome]) -> list[int | None]:
 def test_crossing_the_threshold_sends_an_alert() -> None:
     out = evaluate(settings(thresholds={"expired": 3}), {"expired": armed()}, {"expired": 3}, NOW)
     assert out.send == (Alert("expired", 3, 3),)
-    assert out.states["expired"] == alerted(peak=3)
+    assert out.states["expired"] == alerted(peak=3, alerted_at=NOW)
     assert out.held_now == ()
+
+
+def calm(values: list[int], seconds: list[float], gap: float = 300.0) -> list[int | None]:
+    """Feed `expired` values read at NOW + seconds with the poll interval `gap`; the value alerted at each read."""
+    s = settings(thresholds={"expired": 1})
+    states: Mapping[str, AlertState] = {"expired": armed()}
+    sent: list[int | None] = []
+    for value, at in zip(values, seconds, strict=True):
+        when = NOW + timedelta(seconds=at)
+        out = evaluate(s, states, {"expired": value}, when, read_at=when, regrow_gap=timedelta(seconds=gap))
+        sent.append(out.send[0].value if out.send else None)
+        states = out.states
+    return sent
+
+
+def test_a_counter_growing_by_the_second_alerts_once_per_interval_with_the_value_at_send_time() -> None:
+    # SPEC 14: ten comments in ten seconds are one alert; the next read a poll interval on shows the value then.
+    assert calm(list(range(1, 11)) + [12], [float(i) for i in range(10)] + [300.0]) == [1] + [None] * 9 + [12]
+
+
+def test_crossing_from_armed_alerts_at_once_even_right_after_an_alert() -> None:
+    # 3 (alert) -> 0 (rearmed) -> 2 a second later: a new crossing is never held back.
+    assert calm([3, 0, 2], [0.0, 1.0, 2.0]) == [3, None, 2]
+
+
+def test_a_poll_read_one_interval_later_regrows_despite_scheduler_jitter() -> None:
+    # Poll reads start one interval apart, give or take well under a second.
+    assert calm([1, 2, 3], [0.0, 299.6, 599.3]) == [1, 2, 3]
+
+
+def test_a_calm_read_keeps_the_peak_so_the_next_read_after_the_gap_alerts() -> None:
+    assert calm([1, 5, 5, 5], [0.0, 10.0, 200.0, 310.0]) == [1, None, None, 5]
 
 
 def test_the_same_value_again_stays_silent() -> None:
@@ -83,7 +115,7 @@ def test_a_drop_below_threshold_rearms_silently_and_a_new_crossing_alerts_again(
     outcomes = run([4, 2, 2, 3])
     assert sent_values(outcomes) == [4, None, None, 3]
     assert outcomes[1].states["expired"].alerted is False
-    assert outcomes[3].states["expired"] == alerted(peak=3)
+    assert outcomes[3].states["expired"] == alerted(peak=3, alerted_at=NOW + timedelta(minutes=15))
 
 
 @pytest.mark.parametrize(

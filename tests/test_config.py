@@ -108,3 +108,36 @@ def test_allow_list_accepts_commas_and_spaces_and_admins_are_always_allowed(tmp_
     )
     assert s.allowed_telegram_user_ids == {1, 2, 3}
     assert s.is_allowed(2) and s.is_allowed(9) and not s.is_allowed(4)
+
+
+EVENTS = "jvh9y1ulvt2m6k5or90v9mg8nn32ozas"
+
+
+def test_events_are_off_by_default_and_on_with_the_token(tmp_path: Path) -> None:
+    off = load_settings(BASE, tmp_path / "none.env")
+    assert not off.events_on and (off.events_port, off.events_bind_address, off.events_public_url) == (8090, "127.0.0.1", "")
+    on = load_settings({**BASE, "BITRIX24_EVENTS_TOKEN": EVENTS, "EVENTS_BIND_ADDRESS": "0.0.0.0"}, tmp_path / "none.env")
+    assert on.events_on and on.events_bind_address == "0.0.0.0"
+    assert EVENTS in on.secrets and EVENTS not in repr(on)
+    assert on.portal_domains == {"corp.bitrix24.com"}
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"BITRIX24_EVENTS_TOKEN": "short"}, "BITRIX24_EVENTS_TOKEN: must be the application token"),
+        ({"BITRIX24_EVENTS_TOKEN": EVENTS + " x"}, "BITRIX24_EVENTS_TOKEN: must be the application token"),
+        ({"BITRIX24_EVENTS_TOKEN": EVENTS, "HEALTH_PORT": "8090"}, "EVENTS_PORT: must differ from HEALTH_PORT"),
+        ({"BITRIX24_EVENTS_TOKEN": EVENTS, "HEALTH_PORT": "8080", "EVENTS_PORT": "8080"}, "EVENTS_PORT: must differ"),
+        ({"EVENTS_PORT": "70000"}, "EVENTS_PORT: must be a whole number from 1 to 65535"),
+        ({"EVENTS_BIND_ADDRESS": "example.com"}, "EVENTS_BIND_ADDRESS: must be an IP address"),
+        ({"EVENTS_PUBLIC_URL": "bot.example.com/events"}, "EVENTS_PUBLIC_URL: must be an http(s) URL"),
+    ],
+)
+def test_bad_event_settings_are_named_and_the_token_never_echoed(env: dict[str, str], problem: str, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({**BASE, **env}, tmp_path / "none.env")
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+    for value in env.values():
+        if value.startswith(("short", EVENTS)):
+            assert value not in str(err.value)

@@ -79,3 +79,32 @@ async def test_healthz_turns_503_when_the_last_good_poll_is_too_old(tmp_path: Pa
         h.clock.advance(seconds=2 * 300 + 61)
         ok, info = health.health_status(h.app)
         assert not ok and any("no successful poll cycle" in p for p in info["problems"])
+
+
+async def test_with_events_on_stats_metrics_and_healthz_say_how_events_go(tmp_path: Path) -> None:
+    from tests.harness import EVENTS_TOKEN
+
+    h = Harness(tmp_path, ADMIN_TELEGRAM_USER_IDS="1", BITRIX24_EVENTS_TOKEN=EVENTS_TOKEN)
+    h.b24.add_user(ANNA, "Anna", "Smith")
+    h.b24.set_counters(ANNA, "view_all", expired=0, new_comments=0)
+    async with h:
+        await link(h, 42)
+        await h.poll()
+        ok, info = health.health_status(h.app)
+        assert "the Bitrix24 events listener is not running" in info["problems"]
+        async with h.events() as bitrix:
+            ok, info = health.health_status(h.app)
+            assert "the Bitrix24 events listener is not running" not in info.get("problems", [])
+            await bitrix.post("ONTASKUPDATE", 7)
+            await bitrix.post("ONTASKUPDATE", 7, token="wrong-token-0000")
+            await h.events_done()
+            (text,) = await h.say(1, "/stats")
+            assert "Bitrix24 events since start: received 1, rejected 1, refreshes 0; last valid event: 1 s ago" in text  # the 1 s gathering window passed
+            server = await health.serve(h.app, 0, host="127.0.0.1")
+            try:
+                metrics = (await http_get(server.port, "/metrics"))[1].decode()
+            finally:
+                await server.close()
+        assert 'bot_events_received_total{event="ONTASKUPDATE"} 1.0' in metrics
+        assert 'bot_events_rejected_total{reason="token"} 1.0' in metrics
+        assert "bot_event_to_sent_seconds_count" in metrics and EVENTS_TOKEN not in metrics

@@ -198,3 +198,37 @@ def test_unreachable_telegram_is_retried_not_fatal(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "not reachable yet" in out
+
+
+def test_with_events_on_the_bot_listens_and_a_posted_event_becomes_an_alert(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.fakes.bitrix_events import EventPoster
+    from tests.harness import EVENTS_TOKEN
+
+    asyncio.run(_link_one_user(tmp_path / "data" / "bot.sqlite3"))
+    tg, b24 = FakeTelegram(), FakeBitrix(webhook_user_id=1, webhook_code=WEBHOOK_CODE)
+    b24.add_user(ANNA, "Anna", "Smith")
+    b24.derive_counters = True
+    events_port = _free_port()
+    with tg.serve() as tg_server, b24_server(b24) as b24_url:
+        env = _env(tmp_path, tg_server.url, b24_url, BITRIX24_EVENTS_TOKEN=EVENTS_TOKEN, EVENTS_PORT=str(events_port))
+        proc = _start(env, tmp_path)
+        try:
+            assert _wait(lambda: b24.request_count("batch") >= 1, timeout=20), "the first poll never ran"
+            time.sleep(0.5)  # its answer is applied: Anna's baseline is 0 overdue
+            checked = subprocess.run(
+                [sys.executable, "-m", "bot", "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            )
+            assert f"OK events: listening on {events_port}" in checked.stdout, checked.stdout
+            assert "WARN events url: EVENTS_PUBLIC_URL is empty" in checked.stdout
+            b24.add_task(9, "Contract", deadline=datetime.now(UTC) - timedelta(days=1), responsible=ANNA)
+            poster = EventPoster(f"http://127.0.0.1:{events_port}/bitrix24/events", EVENTS_TOKEN, "127.0.0.1")
+            assert asyncio.run(poster.post("ONTASKADD", 9)).status_code == 200
+            assert _wait(lambda: any("⚠️" in m["text"] for m in tg.sent(42)), timeout=15), "no alert after the event"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert EVENTS_TOKEN not in out and EVENTS_TOKEN not in checked.stdout
+    assert f"events listener on 127.0.0.1 port {events_port}" in out

@@ -60,7 +60,11 @@ async def running(h: Harness) -> AsyncIterator[None]:
     stop = asyncio.Event()
     task = asyncio.create_task(run(h.app, stop))
     try:
-        await wait_until(lambda: h.services.outbox is not None and h.app.updater.running or task.done())
+        # jobs.start() sets the outbox worker before it schedules the jobs: wait for both.
+        await wait_until(
+            lambda: h.services.outbox is not None and h.app.updater.running and bool(h.app.job_queue.get_jobs_by_name("digests"))
+            or task.done()
+        )
         yield
     finally:
         stop.set()

@@ -19,6 +19,7 @@ from bot.bitrix.results import (
     BitrixUser,
     CounterResult,
     Operating,
+    Task,
     TaskPage,
     as_map,
     parse_counters,
@@ -30,6 +31,7 @@ from bot.bitrix.transport import (
     CircuitBreaker,
     Clock,
     LeakyBucket,
+    Priority,
     Sleep,
     Transport,
     install_log_redaction,
@@ -56,6 +58,7 @@ __all__ = [
     "TASKS_METHOD",
     "TASK_PAGE",
     "TASK_SELECT",
+    "MEMBER_SELECT",
     "BitrixClient",
     "overdue_filter",
 ]
@@ -93,6 +96,9 @@ TASK_SELECT: tuple[str, ...] = (
     "AUDITORS",
 )
 
+# What an event's task read asks for: who is on the task (SPEC 14; reference 3.6).
+MEMBER_SELECT: tuple[str, ...] = ("ID", "RESPONSIBLE_ID", "CREATED_BY", "ACCOMPLICES", "AUDITORS", "GROUP_ID")
+
 _METHOD_NAME = re.compile(r"^[a-z0-9_.]+$", re.IGNORECASE)
 
 
@@ -125,6 +131,13 @@ def _overdue_params(bitrix_user_id: int, role: str, now: datetime, start: int) -
         "order": {"DEADLINE": "asc", "ID": "asc"},
         "start": start,
     }
+
+
+def _priority(priority: int | None, bulk: bool) -> int:
+    """The bucket priority of a call: as given, else a user's own read, or a poll's when bulk."""
+    if priority is not None:
+        return priority
+    return Priority.POLL if bulk else Priority.USER
 
 
 class BitrixClient:
@@ -171,6 +184,10 @@ class BitrixClient:
         """Request counts for metrics."""
         return self._transport.stats
 
+    def busy(self) -> bool:
+        """Whether less than half of the request bucket is free (event work gathers longer, SPEC 14)."""
+        return self._bucket.busy()
+
     # -- time budget ------------------------------------------------------------------
 
     def method_time_used(self, method: str, now: float | None = None) -> float:
@@ -200,13 +217,14 @@ class BitrixClient:
         idempotent: bool = True,
         deadline_at: float | None = None,
         breaker: CircuitBreaker | None = None,
+        priority: int = Priority.USER,
     ) -> dict[str, Any]:
         """Send with retries; time-blocked methods are refused before any request."""
         budget_methods = list(sub_methods) or [method]
         self.budget.check_blocked(budget_methods)
         try:
             envelope = await self._transport.request(
-                method, payload, idempotent=idempotent, deadline_at=deadline_at, breaker=breaker
+                method, payload, idempotent=idempotent, deadline_at=deadline_at, breaker=breaker, priority=priority
             )
         except BitrixTimeBudgetError as err:
             err.retry_after = max(self.budget.block(m) for m in budget_methods)
@@ -251,6 +269,7 @@ class BitrixClient:
         *,
         deadline_at: float | None = None,
         breaker: CircuitBreaker | None = None,
+        priority: int = Priority.USER,
     ) -> BatchResult:
         for key, (method, _) in commands.items():
             if not _METHOD_NAME.match(method) or not key:
@@ -261,7 +280,7 @@ class BitrixClient:
         times: dict[str, float] = {}
         items = list(commands.items())
         for start in range(0, len(items), BATCH_SIZE):
-            part = await self._batch_once(dict(items[start : start + BATCH_SIZE]), deadline_at, breaker)
+            part = await self._batch_once(dict(items[start : start + BATCH_SIZE]), deadline_at, breaker, priority)
             results.update(part.results)
             errors.update(part.errors)
             times.update(part.times)
@@ -272,13 +291,14 @@ class BitrixClient:
         commands: Mapping[str, tuple[str, Mapping[str, Any]]],
         deadline_at: float | None,
         breaker: CircuitBreaker | None,
+        priority: int = Priority.USER,
     ) -> BatchResult:
         cmd = {
             key: method + (f"?{php_query(params)}" if params else "") for key, (method, params) in commands.items()
         }
         sub_methods = sorted({method for method, _ in commands.values()})
         envelope = await self._request(
-            "batch", {"halt": 0, "cmd": cmd}, sub_methods, deadline_at=deadline_at, breaker=breaker
+            "batch", {"halt": 0, "cmd": cmd}, sub_methods, deadline_at=deadline_at, breaker=breaker, priority=priority
         )
         inner = envelope["result"]
         if isinstance(inner, list) and not inner:
@@ -327,6 +347,7 @@ class BitrixClient:
         *,
         bulk: bool = False,
         deadline: float | None = None,
+        priority: int | None = None,
     ) -> dict[int, dict[str, CounterResult]]:
         """Read counters per user and role, all roles of a user in one batch (50 // len(roles) users each).
 
@@ -335,8 +356,10 @@ class BitrixClient:
         sent get that error without a request. `bulk` (polls, digests) paces each batch
         under the bulk share of the time budget, waiting when needed; an interactive read
         (bulk=False) never waits for the budget. `deadline` (seconds) bounds the whole call.
+        `priority` orders its requests in the bucket (default: USER, or POLL when bulk).
         """
         deadline_at = self._deadline_at(deadline)
+        priority = _priority(priority, bulk)
         breaker = CircuitBreaker()
         roles = tuple(roles)
         if not roles:
@@ -376,7 +399,7 @@ class BitrixClient:
                         estimate = self.budget.estimate(COUNTERS_METHOD, len(commands))
                         await self.budget.reserve(COUNTERS_METHOD, estimate, bulk=True)
                         reserved = estimate
-                    result = await self._batch(commands, deadline_at=deadline_at, breaker=breaker)
+                    result = await self._batch(commands, deadline_at=deadline_at, breaker=breaker, priority=priority)
                     outcome_unknown = False  # its real costs were recorded from result_time
                 except BitrixError as err:
                     outcome_unknown = isinstance(err, (BitrixTransientError, BitrixBadAnswerError))
@@ -482,6 +505,7 @@ class BitrixClient:
         start: int = 0,
         deadline: float | None = None,
         bulk: bool = False,
+        priority: int | None = None,
     ) -> TaskPage:
         """One page (50 rows from `start`) of the overdue tasks behind one role's `expired` counter, most overdue first.
 
@@ -500,7 +524,7 @@ class BitrixClient:
                 self.budget.check_blocked([TASKS_METHOD])
                 reserved = self.budget.estimate(TASKS_METHOD, 1)
                 await self.budget.reserve(TASKS_METHOD, reserved, bulk=True)
-            envelope = await self._request(TASKS_METHOD, params, deadline_at=deadline_at)
+            envelope = await self._request(TASKS_METHOD, params, deadline_at=deadline_at, priority=_priority(priority, bulk))
             outcome_unknown = False  # _request recorded its real cost from `time`
         except BitrixError as err:
             outcome_unknown = isinstance(err, (BitrixTransientError, BitrixBadAnswerError))
@@ -519,6 +543,7 @@ class BitrixClient:
         *,
         bulk: bool = True,
         deadline: float | None = None,
+        priority: int | None = None,
     ) -> dict[int, TaskPage | BitrixError]:
         """The first 50 overdue tasks (view_all, `start: -1`: no total) of each user, 50 users per batch (digest, SPEC 11).
 
@@ -527,6 +552,7 @@ class BitrixClient:
         sent get it without a request.
         """
         deadline_at = self._deadline_at(deadline)
+        priority = _priority(priority, bulk)
         breaker = CircuitBreaker()
         ids = list(dict.fromkeys(int(i) for i in bitrix_user_ids))
         out: dict[int, TaskPage | BitrixError] = {}
@@ -546,7 +572,7 @@ class BitrixClient:
                     self.budget.check_blocked([TASKS_METHOD])
                     reserved = self.budget.estimate(TASKS_METHOD, len(commands))
                     await self.budget.reserve(TASKS_METHOD, reserved, bulk=True)
-                result = await self._batch(commands, deadline_at=deadline_at, breaker=breaker)
+                result = await self._batch(commands, deadline_at=deadline_at, breaker=breaker, priority=priority)
                 outcome_unknown = False
             except BitrixError as err:
                 outcome_unknown = isinstance(err, (BitrixTransientError, BitrixBadAnswerError))
@@ -565,3 +591,55 @@ class BitrixClient:
                 else:
                     out[bitrix_user_id] = BitrixBadAnswerError("MISSING_RESULT", method=TASKS_METHOD)
         return out
+
+    async def tasks_by_ids(
+        self,
+        task_ids: Sequence[int],
+        *,
+        priority: int = Priority.EVENT,
+        deadline: float | None = None,
+    ) -> dict[int, Task]:
+        """The members of these tasks (tasks.task.list with an ID filter, 50 IDs per command, batched).
+
+        Only rows whose ID was asked for are returned; a task absent from the answer is
+        deleted or out of the webhook's sight. A portal that answers with a task nobody
+        asked for ignores the ID filter: that is a BitrixBadAnswerError (FILTER_IGNORED),
+        so no caller mistakes the whole answer for the truth. The call is paced under the
+        bulk share of the time budget.
+        """
+        deadline_at = self._deadline_at(deadline)
+        ids = list(dict.fromkeys(int(i) for i in task_ids))
+        commands = {
+            f"i{offset}": (
+                TASKS_METHOD,
+                {"filter": {"ID": ids[offset : offset + TASK_PAGE]}, "select": list(MEMBER_SELECT), "start": -1},
+            )
+            for offset in range(0, len(ids), TASK_PAGE)
+        }
+        if not commands:
+            return {}
+        self.budget.check_blocked([TASKS_METHOD])
+        reserved = self.budget.estimate(TASKS_METHOD, len(commands))
+        outcome_unknown = True
+        try:
+            await self.budget.reserve(TASKS_METHOD, reserved, bulk=True)
+            result = await self._batch(commands, deadline_at=deadline_at, priority=priority)
+            outcome_unknown = False
+        except BitrixError as err:
+            outcome_unknown = isinstance(err, (BitrixTransientError, BitrixBadAnswerError))
+            raise
+        finally:
+            self.budget.settle(TASKS_METHOD, reserved, spent=reserved if outcome_unknown else None)
+        asked = set(ids)
+        found: dict[int, Task] = {}
+        for key in commands:
+            if key in result.errors:
+                raise result.errors[key]
+            page = parse_task_page(result.results.get(key), None, None, TASKS_METHOD)
+            if isinstance(page, BitrixError):
+                raise page
+            for task in page.tasks:
+                if task.task_id not in asked:
+                    raise BitrixBadAnswerError("FILTER_IGNORED", method=TASKS_METHOD)
+                found[task.task_id] = task
+        return found

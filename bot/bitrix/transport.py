@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+import heapq
+import itertools
 import logging
 import random
 import re
@@ -32,6 +35,7 @@ from bot.redact import RedactFilter, redact
 
 __all__ = [
     "BitrixStats",
+    "Priority",
     "CircuitBreaker",
     "LeakyBucket",
     "RedactFilter",
@@ -138,14 +142,69 @@ def build_http_client(
 # -- leaky bucket ------------------------------------------------------------------------
 
 
+class Priority(enum.IntEnum):
+    """Who a Bitrix24 request is for, most urgent first (SPEC 14: a user's own reads, digests, polls, events)."""
+
+    USER = 0
+    DIGEST = 1
+    POLL = 2
+    EVENT = 3
+
+
+class _PriorityGate:
+    """A lock handed on to the most urgent waiter (then the longest waiting), not to whoever asked first."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def waiting_before(self, priority: int) -> bool:
+        """Whether someone more urgent than `priority` waits for the gate."""
+        return any(p < priority and not f.done() for p, _, f in self._waiters)
+
+    async def acquire(self, priority: int) -> None:
+        if not self._held and not self._waiters:
+            self._held = True
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (priority, next(self._seq), future)
+        heapq.heappush(self._waiters, entry)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed over just as we were cancelled: pass it on
+            else:
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)  # the gate stays held, by that waiter now
+                return
+        self._held = False
+
+
 class LeakyBucket:
-    """Client-side mirror of Bitrix24's leaky bucket: +1 per request, drains `rate` per second."""
+    """Client-side mirror of Bitrix24's leaky bucket: +1 per request, drains `rate` per second.
+
+    Waiting requests go in priority order (Priority): a user's own read waits for at most
+    the one request already waiting for its slot. Event work (Priority.EVENT) is held to a
+    quarter of the rate and goes only while at least half of the bucket is free, and never
+    while a more urgent request waits (SPEC 14).
+    """
 
     # The server rejects a request once its counter would pass `burst`. We stay one request
     # and 2 % of the drain rate below it, so that requests reaching the server a little
     # later (or bunched) than we let them go never tip its bucket over.
     BURST_MARGIN = 1
     RATE_MARGIN = 0.98
+    EVENT_SHARE = 0.25  # of the drain rate
+    EVENT_FREE = 0.5  # of the bucket that must be free for an event request
 
     def __init__(
         self,
@@ -165,27 +224,51 @@ class LeakyBucket:
         self._sleep = sleep
         self._level = 0.0
         self._at = monotonic()
-        self._lock = asyncio.Lock()
+        self._gate = _PriorityGate()
+        # Event requests' own, slower bucket: a small burst, then a quarter of the rate.
+        self._event_drain = self._drain * self.EVENT_SHARE
+        self._event_capacity = float(max(2, burst // 10))
+        self._event_level = 0.0
 
     def _leak(self) -> None:
         now = self._monotonic()
-        self._level = max(0.0, self._level - (now - self._at) * self._drain)
+        elapsed = now - self._at
+        self._level = max(0.0, self._level - elapsed * self._drain)
+        self._event_level = max(0.0, self._event_level - elapsed * self._event_drain)
         self._at = now
 
-    async def acquire(self, deadline: float | None = None) -> None:
-        """Wait until one more request fits in the bucket, then count it; TimeoutError if not by `deadline`."""
-        async with self._lock:
-            while True:
-                self._leak()
-                # The tolerance and the minimum wait keep float rounding of large clock
-                # values from turning into an endless series of tiny sleeps.
-                if self._level + 1.0 <= self._capacity + 1e-6:
-                    self._level += 1.0
-                    return
-                wait = max(0.001, (self._level + 1.0 - self._capacity) / self._drain)
-                if deadline is not None and self._monotonic() + wait > deadline:
-                    raise TimeoutError("no request slot before the deadline")
-                await self._sleep(wait)
+    def _wait_for_slot(self, priority: int) -> float:
+        """Seconds until a request of `priority` fits (0: it fits now); the caller has leaked."""
+        if priority < Priority.EVENT:
+            return max(0.0, (self._level + 1.0 - self._capacity) / self._drain)
+        by_bucket = (self._level + 1.0 - self._capacity * (1 - self.EVENT_FREE)) / self._drain
+        by_share = (self._event_level + 1.0 - self._event_capacity) / self._event_drain
+        return max(0.0, by_bucket, by_share)
+
+    async def acquire(self, deadline: float | None = None, priority: int = Priority.USER) -> None:
+        """Wait until one more request of `priority` fits, then count it; TimeoutError if not by `deadline`."""
+        while True:
+            await self._gate.acquire(priority)
+            try:
+                while True:
+                    self._leak()
+                    # The tolerance and the minimum wait keep float rounding of large clock
+                    # values from turning into an endless series of tiny sleeps.
+                    wait = self._wait_for_slot(priority)
+                    if wait <= 1e-6 / self._drain:
+                        self._level += 1.0
+                        if priority >= Priority.EVENT:
+                            self._event_level += 1.0
+                        return
+                    wait = max(0.001, wait)
+                    if deadline is not None and self._monotonic() + wait > deadline:
+                        raise TimeoutError("no request slot before the deadline")
+                    if priority >= Priority.EVENT:
+                        break  # event work waits without the gate: nothing more urgent queues behind it
+                    await self._sleep(wait)  # holding the gate: the next slot is this request's
+            finally:
+                self._gate.release()
+            await self._sleep(wait)
 
     def saturate(self) -> None:
         """The server said the bucket is full (503): assume it is, so the next requests wait."""
@@ -197,6 +280,15 @@ class LeakyBucket:
         """The current counter value, after draining."""
         self._leak()
         return self._level
+
+    @property
+    def capacity(self) -> float:
+        """How many requests the bucket holds before requests must wait."""
+        return self._capacity
+
+    def busy(self) -> bool:
+        """Whether less than half of the bucket is free (event work then waits and gathers longer)."""
+        return self.level > self._capacity * (1 - self.EVENT_FREE)
 
 
 # -- stats -----------------------------------------------------------------------------------
@@ -294,10 +386,10 @@ class Transport:
         self._max_retry_seconds = max_retry_seconds
         self.stats = BitrixStats()
 
-    async def _acquire(self, method: str, deadline_at: float | None) -> None:
+    async def _acquire(self, method: str, deadline_at: float | None, priority: int) -> None:
         """A slot in the bucket; a deadline that passes first is a TIMEOUT, and no request is made."""
         try:
-            await self.bucket.acquire(deadline=deadline_at)
+            await self.bucket.acquire(deadline=deadline_at, priority=priority)
         except TimeoutError:
             raise _timeout_error(method) from None
         if deadline_at is not None and deadline_at - self._monotonic() <= 0:
@@ -350,6 +442,7 @@ class Transport:
         idempotent: bool = True,
         deadline_at: float | None = None,
         breaker: CircuitBreaker | None = None,
+        priority: int = Priority.USER,
     ) -> dict[str, Any]:
         """Send with retries; return the checked envelope or raise the last typed error.
 
@@ -362,7 +455,7 @@ class Transport:
         while True:
             attempt += 1
             try:
-                await self._acquire(method, deadline_at)
+                await self._acquire(method, deadline_at, priority)
                 if first_started is None:
                     first_started = self._monotonic()
                 return await self._attempt(method, payload, deadline_at)

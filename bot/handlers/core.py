@@ -13,8 +13,8 @@ from telegram.ext import ApplicationHandlerStop
 
 from bot import parsing
 from bot.errors import BitrixError
-from bot.services import BotContext
-from bot.storage import User, links, outbox, users
+from bot.services import BotContext, Services
+from bot.storage import User, links, meta, outbox, users
 from bot.texts import Html, t
 
 log = logging.getLogger(__name__)
@@ -205,24 +205,47 @@ async def stats_command(update: Update, context: BotContext) -> None:
     outcomes = await outbox.outcomes(services.storage.db, services.clock.timestamp() - 3600)
     from bot.coordinator import COUNTERS_METHOD
 
-    await reply(
-        update,
-        t(
-            lang,
-            "stats",
-            linked=linked,
-            active=active,
-            last_poll=Html(last_poll),
-            interval=round(coordinator.effective_interval),
-            requests=requests,
-            failed=failed,
-            budget=round(services.bitrix.method_time_used(COUNTERS_METHOD), 1),
-            budget_limit=round(services.bitrix.budget.limit),
-            sent=outcomes.get("sent", 0),
-            msg_failed=outcomes.get("failed", 0),
-            queued=await outbox.queued_count(services.storage.db),
-            no_access=len(coordinator.no_access_users),
-        ),
+    text = t(
+        lang,
+        "stats",
+        linked=linked,
+        active=active,
+        last_poll=Html(last_poll),
+        interval=round(coordinator.effective_interval),
+        requests=requests,
+        failed=failed,
+        budget=round(services.bitrix.method_time_used(COUNTERS_METHOD), 1),
+        budget_limit=round(services.bitrix.budget.limit),
+        sent=outcomes.get("sent", 0),
+        msg_failed=outcomes.get("failed", 0),
+        queued=await outbox.queued_count(services.storage.db),
+        no_access=len(coordinator.no_access_users),
+    )
+    if services.events is not None:
+        text = Html(text + await _events_line(services, lang))
+    await reply(update, text)
+
+
+async def _events_line(services: Services, lang: str) -> Html:
+    """/stats' line about Bitrix24 events (SPEC 14): counts since start and the last valid event's age."""
+    from bot.events import LAST_EVENT_KEY
+
+    metrics = services.metrics
+    work = services.events
+    last_at = work.last_valid_at if work is not None else None
+    if last_at is None:
+        stored = await meta.get_json(services.storage.db, LAST_EVENT_KEY)
+        last_at = float(stored) if isinstance(stored, (int, float)) else None
+    last = t(lang, "stats_never") if last_at is None else t(
+        lang, "stats_ago", age=f"{max(0.0, services.clock.timestamp() - last_at):.0f} s"
+    )
+    return t(
+        lang,
+        "stats_events",
+        received=metrics.total(metrics.events_received),
+        rejected=metrics.total(metrics.events_rejected),
+        refreshes=metrics.total(metrics.event_refreshes),
+        last=last,
     )
 
 

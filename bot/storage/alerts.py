@@ -22,6 +22,7 @@ def dump(telegram_user_id: int, s: AlertState) -> tuple[Any, ...]:
         s.snooze_until.timestamp() if s.snooze_until else None,
         int(s.held),
         int(s.baseline_needed),
+        s.alerted_at.timestamp() if s.alerted_at else None,
     )
 
 
@@ -34,6 +35,7 @@ def load(row: Any) -> AlertState:
         snooze_until=datetime.fromtimestamp(row["snooze_until"], UTC) if row["snooze_until"] is not None else None,
         held=bool(row["held"]),
         baseline_needed=bool(row["baseline_needed"]),
+        alerted_at=datetime.fromtimestamp(row["alerted_at"], UTC) if row["alerted_at"] is not None else None,
     )
 
 
@@ -58,7 +60,11 @@ async def states(db: Db, telegram_user_id: int) -> dict[str, AlertState]:
 async def replace_states(db: Db, telegram_user_id: int, new: dict[str, AlertState]) -> None:
     """A user's alert states become exactly `new` (the caller re-read them in this transaction)."""
     await db.execute("DELETE FROM alert_state WHERE telegram_user_id = ?", (telegram_user_id,))
-    await db.executemany("INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, ?, ?)", [dump(telegram_user_id, s) for s in new.values()])
+    await db.executemany(
+        "INSERT INTO alert_state (telegram_user_id, counter, alerted, peak, snooze_until, held, baseline_needed, alerted_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [dump(telegram_user_id, s) for s in new.values()],
+    )
 
 
 async def delete_states(db: Db, telegram_user_id: int) -> None:
@@ -112,6 +118,21 @@ async def snapshot(db: Db, telegram_user_id: int) -> tuple[dict[str, int] | None
     if row is None:
         return None
     return (json.loads(row[0]) if row[0] else None), row[1]
+
+
+async def snapshots_of(db: Db, telegram_user_ids: list[int]) -> dict[int, dict[str, int] | None]:
+    """The last view_all counters read for each of these users (None: read as "no access"; never read: absent)."""
+    out: dict[int, dict[str, int] | None] = {}
+    for start in range(0, len(telegram_user_ids), 500):
+        chunk = telegram_user_ids[start : start + 500]
+        rows = await fetchall(
+            db,
+            f"SELECT telegram_user_id, counters FROM counter_snapshots WHERE role = 'view_all' "
+            f"AND telegram_user_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        out.update({r[0]: (json.loads(r[1]) if r[1] else None) for r in rows})
+    return out
 
 
 async def read_times(db: Db, telegram_user_ids: list[int]) -> dict[int, float]:

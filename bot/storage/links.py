@@ -59,6 +59,22 @@ async def active(db: Db) -> list[Link]:
     return [Link(*r) for r in rows]
 
 
+async def active_of(db: Db, bitrix_user_ids: list[int]) -> dict[int, Link]:
+    """The links of these Bitrix24 users whose Telegram user has not blocked the bot, by Bitrix24 ID."""
+    out: dict[int, Link] = {}
+    for start in range(0, len(bitrix_user_ids), 500):
+        chunk = bitrix_user_ids[start : start + 500]
+        rows = await fetchall(
+            db,
+            f"""SELECT l.telegram_user_id, u.chat_id, l.bitrix_user_id, l.full_name
+                FROM links l JOIN users u USING (telegram_user_id)
+                WHERE u.blocked = 0 AND l.bitrix_user_id IN ({",".join("?" * len(chunk))})""",
+            chunk,
+        )
+        out.update({r[2]: Link(*r) for r in rows})
+    return out
+
+
 async def due_for_check(db: Db, checked_before: float) -> list[Link]:
     """Links whose daily re-check is due (last checked before the cut-off), blocked users included."""
     rows = await fetchall(

@@ -20,6 +20,7 @@ class OutboxRow:
     text: str
     reply_markup: str | None
     attempts: int
+    caused_at: float | None = None  # receipt of the Bitrix24 event behind it (SPEC 14 latency)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class OutgoingMessage:
     text: str
     reply_markup: str | None = None
     not_before: float = 0.0
+    caused_at: float | None = None  # receipt of the Bitrix24 event that caused it, if one did
 
 
 async def enqueue(db: Db, messages: Iterable[OutgoingMessage], now: float) -> list[int]:
@@ -39,9 +41,9 @@ async def enqueue(db: Db, messages: Iterable[OutgoingMessage], now: float) -> li
     ids = []
     for m in messages:
         cur = await db.execute(
-            "INSERT INTO outbox (chat_id, telegram_user_id, kind, text, reply_markup, not_before, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (m.chat_id, m.telegram_user_id, m.kind, m.text, m.reply_markup, max(m.not_before, now), now),
+            "INSERT INTO outbox (chat_id, telegram_user_id, kind, text, reply_markup, not_before, created_at, caused_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (m.chat_id, m.telegram_user_id, m.kind, m.text, m.reply_markup, max(m.not_before, now), now, m.caused_at),
         )
         ids.append(int(cur.lastrowid or 0))
     return ids
@@ -51,7 +53,7 @@ async def due(db: Db, now: float, limit: int, exclude: set[int]) -> list[OutboxR
     """Queued rows whose time has come, oldest first, to chats whose user has not blocked the bot."""
     rows = await fetchall(
         db,
-        """SELECT o.id, o.chat_id, o.telegram_user_id, o.kind, o.text, o.reply_markup, o.attempts
+        """SELECT o.id, o.chat_id, o.telegram_user_id, o.kind, o.text, o.reply_markup, o.attempts, o.caused_at
            FROM outbox o LEFT JOIN users u ON u.telegram_user_id = o.telegram_user_id
            WHERE o.status = 'queued' AND o.not_before <= ? AND (o.telegram_user_id IS NULL OR u.blocked = 0)
            ORDER BY o.not_before, o.id LIMIT ?""",

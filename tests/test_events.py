@@ -1,0 +1,179 @@
+"""Bitrix24 events end to end (SPEC 14): the fake portal posts real form-encoded events to the bot's port."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests import db as tdb
+from tests.fakes.bitrix import Scripted
+from tests.fakes.clock import FakeClock
+from tests.harness import EVENTS_TOKEN, Harness
+from tests.test_linking import ANNA
+from tests.test_scheduled import MONDAY_0600, alerts, linked, portal
+
+BORIS = 548
+LONG_AGO = MONDAY_0600 - timedelta(days=2)
+
+
+def events_portal(tmp_path: Path, **settings: str) -> Harness:
+    h = portal(tmp_path, FakeClock(MONDAY_0600), BITRIX24_EVENTS_TOKEN=EVENTS_TOKEN, **settings)
+    h.b24.add_user(BORIS, "Boris", "Ivanov")
+    h.b24.derive_counters = True  # `expired` follows the fake's tasks
+    return h
+
+
+async def members(h: Harness) -> list[tuple[int, int]]:
+    return [tuple(r) for r in await tdb.rows(h.storage, "SELECT task_id, bitrix_user_id FROM task_members ORDER BY 1, 2")]
+
+
+async def test_a_task_reassigned_to_a_linked_user_alerts_once_through_the_event(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=BORIS)
+        await h.poll()  # baseline: nothing overdue for Anna
+        before = h.b24.request_count()
+        async with h.events() as bitrix:
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA, created_by=BORIS)
+            answer = await bitrix.post("ONTASKUPDATE", 7)
+            assert answer.status_code == 200
+            await h.events_done()
+        sent = alerts(h)
+        assert len(sent) == 1 and "<b>1</b>" in sent[0]["text"]
+        assert h.b24.request_count() - before == 2  # the task's members, then Anna's counters
+        assert await members(h) == [(7, ANNA)]  # Boris is not linked: not kept
+        assert h.services.metrics.event_latency._sum.get() >= 0  # noqa: SLF001
+
+
+def counter_reads_of(h: Harness, bitrix_user_id: int, since: int) -> int:
+    """How many counters reads (batch commands) asked for this user since request number `since`."""
+    found = 0
+    for recorded in h.b24.requests[since:]:
+        if recorded.method == "batch" and f"userId={bitrix_user_id}&" in str(recorded.params):
+            found += 1
+    return found
+
+
+async def test_a_member_removed_from_a_cached_task_is_still_refreshed(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.poll()
+        async with h.events() as bitrix:
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA, created_by=BORIS)
+            await bitrix.post("ONTASKADD", 7)
+            await h.events_done()
+            assert len(alerts(h)) == 1 and await members(h) == [(7, ANNA)]
+            h.clock.advance(minutes=1)
+            # Anna is taken off the task: the portal's answer no longer names her.
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=BORIS)
+            since = len(h.b24.requests)
+            await bitrix.post("ONTASKUPDATE", 7)
+            await h.events_done()
+        assert counter_reads_of(h, ANNA, since) == 1, "the removed member was not read again"
+        state = (await tdb.states(h.storage, 42))["expired"]
+        assert state.alerted is False and state.peak == 0  # re-armed, silently
+        assert len(alerts(h)) == 1
+        assert await members(h) == [(7, 0)]  # known, with no linked member now
+
+
+async def test_a_deleted_task_refreshes_its_cached_members_without_reading_it(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.poll()
+        async with h.events() as bitrix:
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+            await bitrix.post("ONTASKADD", 7)
+            await h.events_done()
+            h.clock.advance(minutes=1)
+            h.b24.delete_task(7)
+            since = len(h.b24.requests)
+            await bitrix.post("ONTASKDELETE", 7)
+            await h.events_done()
+        methods = [r.method for r in h.b24.requests[since:]]
+        assert counter_reads_of(h, ANNA, since) == 1 and len(methods) == 1, methods  # no task read: it is gone
+        assert await members(h) == []
+        assert (await tdb.states(h.storage, 42))["expired"].alerted is False
+
+
+async def test_a_comment_refreshes_the_tasks_members_and_a_second_comment_uses_the_cache(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.say(42, "/alerts comments 1")
+        h.b24.add_task(7, "Report", deadline=MONDAY_0600 + timedelta(days=3), responsible=BORIS, auditors={ANNA})
+        await h.poll()
+        async with h.events() as bitrix:
+            h.b24.set_counters(ANNA, "view_all", expired=0, new_comments=1)
+            since = len(h.b24.requests)
+            await bitrix.post("ONTASKCOMMENTADD", 7)
+            await h.events_done()
+            assert [r.method for r in h.b24.requests[since:]] == ["batch", "batch"]  # the task's members, Anna
+            assert len(alerts(h)) == 1 and "<b>1</b>" in alerts(h)[0]["text"]
+            h.clock.advance(minutes=1)
+            h.b24.set_counters(ANNA, "view_all", expired=0, new_comments=2)
+            since = len(h.b24.requests)
+            await bitrix.post("ONTASKCOMMENTADD", 7, comment_id=502)
+            await h.events_done()
+        assert counter_reads_of(h, ANNA, since) == 1
+        assert len(h.b24.requests) - since == 1, "the second comment read the task again instead of the cache"
+        assert len(alerts(h)) == 1  # calm: a growing counter alerts again only after POLL_INTERVAL_SECONDS
+
+
+async def test_ten_comments_in_ten_seconds_give_one_alert_and_the_next_poll_the_value_then(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.say(42, "/alerts comments 1")
+        h.b24.add_task(7, "Report", deadline=MONDAY_0600 + timedelta(days=3), responsible=ANNA, created_by=BORIS)
+        await h.poll()
+        async with h.events() as bitrix:
+            for n in range(1, 11):
+                h.b24.set_counters(ANNA, "view_all", expired=0, new_comments=n)
+                assert (await bitrix.post("ONTASKCOMMENTADD", 7, comment_id=500 + n)).status_code == 200
+                h.clock.advance(seconds=1)
+            await h.events_done()
+            assert len(alerts(h)) == 1
+            h.clock.advance(seconds=300)
+            await h.poll()
+        sent = alerts(h)
+        assert len(sent) == 2 and "<b>10</b>" in sent[1]["text"]
+
+
+def is_counters_batch(method: str, params: dict) -> bool:
+    return method == "batch" and "tasks.task.counters.get" in str(params)
+
+
+@pytest.mark.parametrize("held_first", ["poll", "event"])
+async def test_an_event_refresh_and_a_poll_of_the_same_user_at_once_give_one_alert(tmp_path: Path, held_first: str) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=BORIS)
+        await h.poll()
+        h.clock.advance(minutes=5)
+        async with h.events() as bitrix:
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+            held = Scripted.held().only_for(is_counters_batch)
+            h.b24.push(held)
+            assert held.arrived is not None and held.gate is not None
+            earlier = h.clock.timestamp()
+            if held_first == "poll":
+                first = asyncio.ensure_future(h.services.coordinator.poll_cycle())
+            else:
+                first = asyncio.ensure_future(bitrix.post("ONTASKUPDATE", 7))
+            assert await asyncio.to_thread(held.arrived.wait, 10), "the first read never started"
+            # The first read is in flight; the other one runs from start to end meanwhile.
+            if held_first == "poll":
+                await bitrix.post("ONTASKUPDATE", 7)
+                await h.events_done()
+            else:
+                h.clock.advance(seconds=1)
+                await h.services.coordinator.poll_cycle()
+            held.gate.set()
+            await first
+            await h.events_done()
+        assert len(alerts(h)) == 1
+        assert (await tdb.states(h.storage, 42))["expired"].peak == 1
+        # The read that began later decided; the held one, answered last, was not applied over it.
+        (read_at,) = [r[0] for r in await tdb.rows(h.storage, "SELECT read_at FROM counter_snapshots WHERE telegram_user_id = 42")]
+        assert read_at >= earlier + (1 if held_first == "poll" else 2)
