@@ -76,3 +76,65 @@ async def test_a_portal_that_ignores_the_task_member_filter_fails_the_task_list_
     assert status == 1 and "FAIL task lists: member filter ignored, lists off" in lines
     (sent,) = [r for r in b24.requests if r.method == "tasks.task.list"][:1]
     assert str(sent.params["filter"]["MEMBER"]) == "2147483000"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_with_events_on_check_prints_the_port_the_address_and_the_events_to_tick(tmp_path: Path) -> None:
+    from tests.harness import EVENTS_TOKEN
+
+    port = _free_port()
+    status, lines = await check(
+        tmp_path, FakeTelegram(), FakeBitrix(webhook_code=WEBHOOK_CODE), BITRIX24_EVENTS_TOKEN=EVENTS_TOKEN,
+        EVENTS_PORT=str(port), EVENTS_PUBLIC_URL="https://bot.corp.example/bitrix24/events",
+    )
+    assert status == 0
+    assert f"OK events: port {port} on 127.0.0.1 is free: the bot will listen on {port}" in lines
+    url_line = next(line for line in lines if line.startswith("OK events url:"))
+    assert "https://bot.corp.example/bitrix24/events" in url_line
+    for name in ("ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE", "ONTASKCOMMENTADD", "ONTASKCOMMENTUPDATE", "ONTASKCOMMENTDELETE"):
+        assert name in url_line
+    assert "WARN events last: no valid event received yet" in lines
+    assert all(EVENTS_TOKEN not in line for line in lines)
+
+
+async def test_check_warns_about_addresses_bitrix24_cannot_post_to_and_fails_on_a_foreign_listener(tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.harness import EVENTS_TOKEN
+
+    for url, why in [
+        ("", "EVENTS_PUBLIC_URL is empty"),
+        ("http://bot.corp.example/e", "uses http://"),
+        ("https://localhost:8443/e", "names localhost"),
+        ("https://192.168.1.20/e", "private address 192.168.1.20"),
+    ]:
+        _, lines = await check(
+            tmp_path, FakeTelegram(), FakeBitrix(webhook_code=WEBHOOK_CODE), BITRIX24_EVENTS_TOKEN=EVENTS_TOKEN,
+            EVENTS_PORT=str(_free_port()), **({"EVENTS_PUBLIC_URL": url} if url else {}),
+        )
+        assert any(line.startswith("WARN events url:") and why in line for line in lines), (url, lines)
+
+    async def other_program(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(other_program, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        status, lines = await check(
+            tmp_path, FakeTelegram(), FakeBitrix(webhook_code=WEBHOOK_CODE), BITRIX24_EVENTS_TOKEN=EVENTS_TOKEN,
+            EVENTS_PORT=str(port),
+        )
+    finally:
+        server.close()
+    assert status == 1
+    assert f"FAIL events: port {port} on 127.0.0.1 is used by another program (it answered HTTP 200)" in lines

@@ -177,3 +177,84 @@ async def test_an_event_refresh_and_a_poll_of_the_same_user_at_once_give_one_ale
         # The read that began later decided; the held one, answered last, was not applied over it.
         (read_at,) = [r[0] for r in await tdb.rows(h.storage, "SELECT read_at FROM counter_snapshots WHERE telegram_user_id = 42")]
         assert read_at >= earlier + (1 if held_first == "poll" else 2)
+
+
+def counter_read_times(h: Harness, bitrix_user_id: int) -> list[float]:
+    """The fake clock at each counters read of this user."""
+    return [r.time for r in h.b24.requests if r.method == "batch" and f"userId={bitrix_user_id}&" in str(r.params)]
+
+
+async def test_unchanged_counters_are_read_once_more_after_20_s_for_the_portals_late_recount(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        h.b24.derive_counters = False
+        h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+        await h.poll()
+        before = len(counter_read_times(h, ANNA))
+        gate = asyncio.Event()
+
+        async with h.events() as bitrix:
+            work = h.services.events
+            assert work is not None
+
+            async def sleep(seconds: float) -> None:
+                if seconds >= 10:  # the re-read: wait until the test let the portal recount
+                    await gate.wait()
+                await h._advance(seconds)  # noqa: SLF001
+
+            work.sleep = sleep
+            await bitrix.post("ONTASKUPDATE", 7)
+            for _ in range(500):
+                if work.due == 1 and not work.pending:
+                    break
+                await asyncio.sleep(0.01)
+            assert alerts(h) == [] and work.due == 1  # read once, unchanged: the re-read is waiting
+            h.b24.set_counters(ANNA, "view_all", expired=1, new_comments=0)  # Bitrix24 has recounted
+            gate.set()
+            await h.events_done()
+        assert len(alerts(h)) == 1
+        reads = counter_read_times(h, ANNA)[before:]
+        assert len(reads) == 2 and reads[1] - reads[0] >= 20  # the event's read, the re-read
+
+
+async def test_a_user_refreshed_less_than_30_s_ago_is_read_again_only_after_30_s(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.poll()
+        before = len(counter_read_times(h, ANNA))
+        async with h.events() as bitrix:
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+            await bitrix.post("ONTASKADD", 7)
+            await h.events_done()
+            h.clock.advance(seconds=5)
+            h.b24.add_task(8, "Budget", deadline=LONG_AGO, responsible=ANNA)
+            await bitrix.post("ONTASKADD", 8)
+            await h.events_done()
+        reads = counter_read_times(h, ANNA)[before:]
+        assert len(reads) == 2 and reads[1] - reads[0] >= 30
+        assert len(alerts(h)) == 1  # 1, then 2 within the poll interval: calm
+
+
+async def test_an_event_refresh_right_after_linking_only_sets_the_state_as_a_poll_would(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+        await linked(h)  # no poll yet
+        async with h.events() as bitrix:
+            await bitrix.post("ONTASKUPDATE", 7)
+            await h.events_done()
+        assert alerts(h) == []
+        state = (await tdb.states(h.storage, 42))["expired"]
+        assert state.baseline_needed is False and state.alerted and state.peak == 1
+
+
+async def test_unlink_and_forget_take_the_users_task_member_rows(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.poll()
+        async with h.events() as bitrix:
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+            await bitrix.post("ONTASKADD", 7)
+            await h.events_done()
+        assert await members(h) == [(7, ANNA)]
+        await h.say(42, "/unlink")
+        assert await members(h) == []

@@ -184,9 +184,9 @@ class BitrixClient:
         """Request counts for metrics."""
         return self._transport.stats
 
-    def busy(self) -> bool:
-        """Whether less than half of the request bucket is free (event work gathers longer, SPEC 14)."""
-        return self._bucket.busy()
+    def event_wait(self, requests: int = 1) -> float:
+        """Seconds until `requests` event requests could go (event work gathers that long, SPEC 14)."""
+        return self._bucket.event_wait(requests)
 
     # -- time budget ------------------------------------------------------------------
 

@@ -225,9 +225,9 @@ class LeakyBucket:
         self._level = 0.0
         self._at = monotonic()
         self._gate = _PriorityGate()
-        # Event requests' own, slower bucket: a small burst, then a quarter of the rate.
+        # Event requests' own, slower bucket: a quarter of the burst, then a quarter of the rate.
         self._event_drain = self._drain * self.EVENT_SHARE
-        self._event_capacity = float(max(2, burst // 10))
+        self._event_capacity = float(max(2, burst // 4))
         self._event_level = 0.0
 
     def _leak(self) -> None:
@@ -286,9 +286,12 @@ class LeakyBucket:
         """How many requests the bucket holds before requests must wait."""
         return self._capacity
 
-    def busy(self) -> bool:
-        """Whether less than half of the bucket is free (event work then waits and gathers longer)."""
-        return self.level > self._capacity * (1 - self.EVENT_FREE)
+    def event_wait(self, requests: int = 1) -> float:
+        """Seconds until `requests` event requests could go one after another (0: now), if nothing else came."""
+        self._leak()
+        by_bucket = (self._level + requests - self._capacity * (1 - self.EVENT_FREE)) / self._drain
+        by_share = (self._event_level + requests - self._event_capacity) / self._event_drain
+        return max(0.0, by_bucket, by_share)
 
 
 # -- stats -----------------------------------------------------------------------------------
