@@ -10,6 +10,7 @@ import pytest
 
 from tests import db as tdb
 from tests.fakes.bitrix import Scripted
+from tests.fakes.bitrix_events import EventPoster
 from tests.fakes.clock import FakeClock
 from tests.harness import EVENTS_TOKEN, Harness
 from tests.test_linking import ANNA
@@ -24,6 +25,13 @@ def events_portal(tmp_path: Path, **settings: str) -> Harness:
     h.b24.add_user(BORIS, "Boris", "Ivanov")
     h.b24.derive_counters = True  # `expired` follows the fake's tasks
     return h
+
+
+async def on_task(h: Harness, bitrix: EventPoster, task_id: int, event: str = "ONTASKADD", **task: object) -> None:
+    """The portal gives Anna an overdue task (or changes it as `task` says), posts `event` about it; the work runs."""
+    h.b24.add_task(task_id, "Report", **{"deadline": LONG_AGO, "responsible": ANNA, **task})  # type: ignore[arg-type]
+    await bitrix.post(event, task_id)
+    await h.events_done()
 
 
 async def members(h: Harness) -> list[tuple[int, int]]:
@@ -62,16 +70,12 @@ async def test_a_member_removed_from_a_cached_task_is_still_refreshed(tmp_path: 
         await linked(h)
         await h.poll()
         async with h.events() as bitrix:
-            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA, created_by=BORIS)
-            await bitrix.post("ONTASKADD", 7)
-            await h.events_done()
+            await on_task(h, bitrix, 7, created_by=BORIS)
             assert len(alerts(h)) == 1 and await members(h) == [(7, ANNA)]
             h.clock.advance(minutes=1)
             # Anna is taken off the task: the portal's answer no longer names her.
-            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=BORIS)
             since = len(h.b24.requests)
-            await bitrix.post("ONTASKUPDATE", 7)
-            await h.events_done()
+            await on_task(h, bitrix, 7, "ONTASKUPDATE", responsible=BORIS)
         assert counter_reads_of(h, ANNA, since) == 1, "the removed member was not read again"
         state = (await tdb.states(h.storage, 42))["expired"]
         assert state.alerted is False and state.peak == 0  # re-armed, silently
@@ -84,9 +88,7 @@ async def test_a_deleted_task_refreshes_its_cached_members_without_reading_it(tm
         await linked(h)
         await h.poll()
         async with h.events() as bitrix:
-            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
-            await bitrix.post("ONTASKADD", 7)
-            await h.events_done()
+            await on_task(h, bitrix, 7)
             h.clock.advance(minutes=1)
             h.b24.delete_task(7)
             since = len(h.b24.requests)
@@ -223,13 +225,9 @@ async def test_a_user_refreshed_less_than_30_s_ago_is_read_again_only_after_30_s
         await h.poll()
         before = len(counter_read_times(h, ANNA))
         async with h.events() as bitrix:
-            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
-            await bitrix.post("ONTASKADD", 7)
-            await h.events_done()
+            await on_task(h, bitrix, 7)
             h.clock.advance(seconds=5)
-            h.b24.add_task(8, "Budget", deadline=LONG_AGO, responsible=ANNA)
-            await bitrix.post("ONTASKADD", 8)
-            await h.events_done()
+            await on_task(h, bitrix, 8)
         reads = counter_read_times(h, ANNA)[before:]
         assert len(reads) == 2 and reads[1] - reads[0] >= 30
         assert len(alerts(h)) == 1  # 1, then 2 within the poll interval: calm
@@ -252,9 +250,38 @@ async def test_unlink_and_forget_take_the_users_task_member_rows(tmp_path: Path)
         await linked(h)
         await h.poll()
         async with h.events() as bitrix:
-            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
-            await bitrix.post("ONTASKADD", 7)
-            await h.events_done()
+            await on_task(h, bitrix, 7)
         assert await members(h) == [(7, ANNA)]
         await h.say(42, "/unlink")
         assert await members(h) == []
+
+
+async def test_a_valid_event_is_answered_before_any_of_its_work_is_done(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.poll()
+        held = Scripted.held().only_for(lambda method, params: method == "batch")
+        h.b24.push(held)
+        assert held.arrived is not None and held.gate is not None
+        async with h.events() as bitrix:
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+            answer = await bitrix.post("ONTASKUPDATE", 7)
+            assert answer.status_code == 200 and answer.text == "ok"
+            assert await asyncio.to_thread(held.arrived.wait, 10)  # the work started after the answer
+            assert alerts(h) == []
+            held.gate.set()
+            await h.events_done()
+        assert len(alerts(h)) == 1
+
+
+async def test_housekeeping_drops_task_member_rows_no_event_named_for_30_days(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.poll()
+        async with h.events() as bitrix:
+            await on_task(h, bitrix, 7)
+            h.clock.advance(days=29)
+            await on_task(h, bitrix, 8)
+        h.clock.advance(days=2)
+        removed = await h.services.coordinator.housekeeping()
+        assert removed["task_members"] == 1 and await members(h) == [(8, ANNA)]

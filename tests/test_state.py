@@ -287,3 +287,28 @@ async def test_digest_task_lines_are_on_by_default_and_switch_by_command_and_but
         assert "Overdue tasks in the digest: off" in shown
         await h.send(h.tg.callback(42, "s:tasks_on", 5))
         assert (await tdb.settings(h.storage, 42)).digest_tasks is True
+
+
+async def test_migration_4_keeps_alert_states_and_queued_messages_of_a_version_3_database(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    storage = await Storage.open_at_version(path, 3)
+    async with storage.transaction() as db:
+        await db.execute("INSERT INTO users VALUES (42, 42, 'en', 0, 0, 0)")
+        await db.execute(
+            "INSERT INTO alert_state (telegram_user_id, counter, alerted, peak, snooze_until, held, baseline_needed) "
+            "VALUES (42, 'expired', 1, 3, NULL, 0, 0)"
+        )
+        await db.execute(
+            "INSERT INTO outbox (telegram_user_id, chat_id, kind, text, status, not_before, created_at) "
+            "VALUES (42, 42, 'alert', 'queued text', 'queued', 10, 5)"
+        )
+    await storage.close()
+    storage = await Storage.open(path)
+    try:
+        state = (await tdb.states(storage, 42))["expired"]
+        assert (state.alerted, state.peak, state.alerted_at) == (True, 3, None)  # its next growth alerts at once
+        (row,) = await outbox.due(storage.db, 20.0, 10, set())
+        assert (row.text, row.caused_at) == ("queued text", None)
+        assert [tuple(r) for r in await tdb.rows(storage, "SELECT COUNT(*) FROM task_members")] == [(0,)]
+    finally:
+        await storage.close()
