@@ -109,7 +109,7 @@ async def start_events(app: Application) -> None:
     work = services.events
     work.health = supervisor.worker("events")
     work.poll_soon = lambda: bring_poll_forward(app)
-    supervisor.spawn("events", work.run())
+    supervisor.spawn("events", work.run(supervisor.stopping))
     server = services.events_server_for()
     services.events_server = server
     supervisor.on_stop(server.close)

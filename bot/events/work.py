@@ -145,9 +145,13 @@ class EventWork:
 
     # ---- the worker ------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Until cancelled: gather, find members, refresh; a failed step is logged and the work goes on."""
-        while True:
+    async def run(self, stopping: asyncio.Event | None = None) -> None:
+        """Until `stopping` is set (or cancelled): gather, find members, refresh; a failed step is logged and the work goes on.
+
+        What is still pending at shutdown is left to the next poll, as for a missed event.
+        """
+        self._stopping = stopping
+        while stopping is None or not stopping.is_set():
             try:
                 await self.step()
             except asyncio.CancelledError:
@@ -188,6 +192,8 @@ class EventWork:
         nxt = self._next_due()
         waiter = asyncio.ensure_future(self._wake.wait())
         waits: set[asyncio.Future[Any]] = {waiter}
+        if self._stopping is not None:
+            waits.add(asyncio.ensure_future(self._stopping.wait()))
         if nxt is not None:
             waits.add(asyncio.ensure_future(self.sleep(max(0.0, nxt - self._clock.timestamp()))))
         try:
