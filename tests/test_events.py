@@ -285,3 +285,22 @@ async def test_housekeeping_drops_task_member_rows_no_event_named_for_30_days(tm
         h.clock.advance(days=2)
         removed = await h.services.coordinator.housekeeping()
         assert removed["task_members"] == 1 and await members(h) == [(8, ANNA)]
+
+
+async def test_unlink_while_an_event_refresh_reads_sends_no_alert_and_keeps_nothing(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.poll()
+        held = Scripted.held().only_for(is_counters_batch)
+        h.b24.push(held)
+        assert held.arrived is not None and held.gate is not None
+        async with h.events() as bitrix:
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+            await bitrix.post("ONTASKUPDATE", 7)
+            assert await asyncio.to_thread(held.arrived.wait, 10), "the event refresh never read"
+            assert any("unlinked" in text.lower() for text in await h.say(42, "/unlink"))
+            held.gate.set()
+            await h.events_done()
+        assert alerts(h) == []
+        assert await tdb.states(h.storage, 42) == {}
+        assert await members(h) == []  # Anna's rows went with her link
