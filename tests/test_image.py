@@ -1,5 +1,5 @@
 """The image's contract outside Docker (no engine on CI): the Dockerfile's command and health checks run
-against the fakes from the wheel its build stage makes; the lock files the image and CI install (SPEC 10)."""
+against the fakes from the wheel its build stage makes, the compose file, the lock files (SPEC 10)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -159,6 +160,32 @@ def test_the_image_command_runs_the_installed_package_from_an_empty_workdir_and_
     for text in tg.texts(42):
         assert text not in out
     assert FAKE_TOKEN not in out and WEBHOOK_CODE not in out
+
+
+def _compose() -> list[str] | None:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+@pytest.mark.skipif(_compose() is None, reason="neither `docker compose` nor `docker-compose` is installed")
+def test_compose_accepts_the_file_with_its_hardening_and_a_volume_name_of_its_own(tmp_path: Path) -> None:
+    for path in ROOT.glob("docker-compose*.yml"):  # an override file in the checkout is merged too
+        shutil.copy(path, tmp_path)
+    (tmp_path / ".env").touch()  # env_file must exist
+    result = subprocess.run([*(_compose() or []), "config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    config = result.stdout
+    for pattern in (
+        r"read_only: true",
+        r"cap_drop:\s+- ALL",
+        r"security_opt:\s+- no-new-privileges:true",
+        r"tmpfs:\s+- /tmp",
+        r"bot-data:\s+name: bitrix24-counters-bot-data",
+        r"stop_grace_period: 30s",
+        r"restart: unless-stopped",
+    ):
+        assert re.search(pattern, config), pattern
 
 
 def pins(name: str) -> dict[str, str]:
