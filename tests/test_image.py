@@ -170,22 +170,24 @@ def _compose() -> list[str] | None:
 
 @pytest.mark.skipif(_compose() is None, reason="neither `docker compose` nor `docker-compose` is installed")
 def test_compose_accepts_the_file_with_its_hardening_and_a_volume_name_of_its_own(tmp_path: Path) -> None:
-    for path in ROOT.glob("docker-compose*.yml"):  # an override file in the checkout is merged too
+    for path in ROOT.glob("docker-compose*.yml"):
         shutil.copy(path, tmp_path)
     (tmp_path / ".env").touch()  # env_file must exist
-    result = subprocess.run([*(_compose() or []), "config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    config = result.stdout
-    for pattern in (
-        r"read_only: true",
-        r"cap_drop:\s+- ALL",
-        r"security_opt:\s+- no-new-privileges:true",
-        r"tmpfs:\s+- /tmp",
-        r"bot-data:\s+name: bitrix24-counters-bot-data",
-        r"stop_grace_period: 30s",
-        r"restart: unless-stopped",
-    ):
-        assert re.search(pattern, config), pattern
+    # The file alone (with docker-compose.override.yml if there is one), then with each other override.
+    overrides = [["-f", "docker-compose.yml", "-f", path.name] for path in sorted(ROOT.glob("docker-compose.*.yml")) if path.name != "docker-compose.override.yml"]
+    for files in [[], *overrides]:
+        result = subprocess.run([*(_compose() or []), *files, "config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (files, result.stderr)
+        for pattern in (
+            r"read_only: true",
+            r"cap_drop:\s+- ALL",
+            r"security_opt:\s+- no-new-privileges:true",
+            r"tmpfs:\s+- /tmp",
+            r"bot-data:\s+name: bitrix24-counters-bot-data",
+            r"stop_grace_period: 30s",
+            r"restart: unless-stopped",
+        ):
+            assert re.search(pattern, result.stdout), (files, pattern)
 
 
 def pins(name: str) -> dict[str, str]:
