@@ -12,6 +12,8 @@ from datetime import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
+
 from bot.bitrix import normalize_webhook_url
 from bot.model import zone
 
@@ -96,28 +98,13 @@ class Settings:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a .env file: KEY=value lines, `#` comments, optional quotes and `export`."""
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return values
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        key, value = key.strip(), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
-    return values
+    """Parse a .env file with python-dotenv: KEY=value lines, `#` comments, quotes, `export`.
+
+    Values are taken literally (no ${VAR} expansion: a `$` in a secret stays); a missing file
+    is empty and a key without `=` is left out.
+    """
+    values = dotenv_values(path, interpolate=False, encoding="utf-8")
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def merged_environment(environ: Mapping[str, str], dotenv: Path | None = Path(".env")) -> dict[str, str]:

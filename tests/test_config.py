@@ -101,6 +101,33 @@ def test_dotenv_fills_only_unset_variables(tmp_path: Path) -> None:
     assert s.default_language == "en"  # empty means unset
 
 
+def test_dotenv_reads_what_python_dotenv_reads_taking_values_literally(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "export   A=plain\n"
+        "B='single # not a comment'\n"
+        'C="double \\"quoted\\" # kept"\n'
+        "D=unquoted # a comment\n"
+        "E=has#hash\n"
+        "F=p$ss${HOME}\n"
+        "G='line one\nline two'\n"
+        "H\n"
+        "  I = spaced  \n",
+        encoding="utf-8",
+    )
+    assert read_dotenv(env) == {
+        "A": "plain",
+        "B": "single # not a comment",
+        "C": 'double "quoted" # kept',
+        "D": "unquoted",
+        "E": "has#hash",
+        "F": "p$ss${HOME}",  # no expansion: a `$` in a secret stays as written
+        "G": "line one\nline two",
+        "I": "spaced",
+    }  # H has no `=`: left out, never an empty setting
+    assert read_dotenv(tmp_path / "missing.env") == {}
+
+
 def test_allow_list_accepts_commas_and_spaces_and_admins_are_always_allowed(tmp_path: Path) -> None:
     s = load_settings(
         {**BASE, "ALLOWED_TELEGRAM_USER_IDS": "1, 2 3", "ADMIN_TELEGRAM_USER_IDS": "9", "LINK_VERIFICATION": "none"},
