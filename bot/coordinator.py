@@ -164,6 +164,8 @@ class Coordinator:
         self.effective_interval = float(settings.poll_interval_seconds)
         self.no_access_users: set[int] = set()
         self.history: deque[tuple[float, int, int]] = deque()  # (time, requests, errors) after each cycle
+        self.poll_idle = asyncio.Event()  # clear while a poll cycle runs
+        self.poll_idle.set()
 
     # ---- state kept across restarts ---------------------------------------------------------
 
@@ -205,6 +207,14 @@ class Coordinator:
         return {tid: a for tid, a in found.items() if self._settings.is_allowed(tid)}
 
     async def poll_cycle(self) -> CycleResult:
+        """One refresh of every active linked user; event work waits while it runs (SPEC 14: never delays a poll)."""
+        self.poll_idle.clear()
+        try:
+            return await self._poll_cycle()
+        finally:
+            self.poll_idle.set()
+
+    async def _poll_cycle(self) -> CycleResult:
         """One refresh of every active linked user; a failed read changes nothing and alerts nobody."""
         started = self._clock.timestamp()
         who = self._allowed(await audience.load(self._storage.db))

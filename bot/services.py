@@ -48,7 +48,8 @@ class Services:
         self.events: EventWork | None = None
         if self.settings.events_on:
             self.events = EventWork(
-                self.settings, self.storage, self.bitrix, self.coordinator.refresh, self.clock, self.metrics
+                self.settings, self.storage, self.bitrix, self.coordinator.refresh, self.clock, self.metrics,
+                poll_idle=self.coordinator.poll_idle,
             )
         self.events_server: EventsServer | None = None
         self.metrics.watch(self)

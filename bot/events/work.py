@@ -75,8 +75,10 @@ class EventWork:
         metrics: Any,
         *,
         sleep: Sleep = asyncio.sleep,
+        poll_idle: asyncio.Event | None = None,
     ) -> None:
         self._settings = settings
+        self._poll_idle = poll_idle
         self._storage = storage
         self._bitrix = bitrix
         self._refresh = refresh
@@ -173,6 +175,8 @@ class EventWork:
             await self._idle()
 
     async def _turn(self) -> None:
+        if self._poll_idle is not None and not self._poll_idle.is_set():
+            await self._poll_idle.wait()  # a poll cycle runs: event work never delays it; it reads everyone anyway
         if self._pending:
             # A round costs two requests (members, counters): while the bucket cannot take them yet,
             # gathering longer is free and makes the next round count for more tasks.
