@@ -68,6 +68,7 @@ class Accounts:
         self._storage = storage
         self._clock = clock
         self.wake = wake
+        self.link_ended: list[Callable[[int], None]] = []  # drops in-memory caches of a link (Telegram ID)
 
     def language(self, choice: str | None, telegram_code: str | None) -> str:
         """The one rule for a user's language: /language, else Telegram's when en or ru, else the default."""
@@ -148,6 +149,7 @@ class Accounts:
         return Linked(settings=fresh, moved_from=moved_from)
 
     async def _end_link(self, db: Db, telegram_user_id: int) -> bool:
+        self._link_ended(telegram_user_id)
         await self._forget_task_members(db, telegram_user_id)
         existed = await links.delete(db, telegram_user_id)
         await alerts.delete_states(db, telegram_user_id)
@@ -186,8 +188,14 @@ class Accounts:
             self.wake()
         return holder
 
+    def _link_ended(self, telegram_user_id: int) -> None:
+        """In-memory caches about the user's link (the team view, SPEC 12) are dropped with it."""
+        for drop in self.link_ended:
+            drop(telegram_user_id)
+
     async def forget(self, telegram_user_id: int) -> None:
         """Delete every row about a user except limit records (which expire on their own)."""
+        self._link_ended(telegram_user_id)
         async with self._storage.transaction() as db:
             await self._forget_task_members(db, telegram_user_id)
             await users.delete(db, telegram_user_id)

@@ -15,6 +15,7 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.request import HTTPXRequest
 
 from bot.bitrix import BitrixClient, LeakyBucket, build_http_client
+from bot.bitrix.client import NO_SUCH_DEPARTMENT
 from bot.config import Settings
 from bot.errors import BitrixError, BitrixPlanError
 from bot.events import EVENT_NAMES, LAST_EVENT_KEY
@@ -202,6 +203,28 @@ async def _check_task_filter(client: BitrixClient, line: Callable[[str, str, str
         line("OK", "task lists", "the portal applies the member filter")
 
 
+async def _check_team(
+    settings: Settings, client: BitrixClient, scopes: set[str] | None, line: Callable[[str, str, str], None]
+) -> None:
+    """SPEC 3, 12: team views need LINK_VERIFICATION=code, the `department` scope and a portal that applies UF_DEPARTMENT."""
+    if settings.link_verification == "none":
+        line("WARN", "team view", "off: with LINK_VERIFICATION=none a false claim would open a whole department")
+        return
+    if scopes is not None and "department" not in scopes:
+        line("WARN", "team view", "the webhook lacks the scope department: team views stay off until it is added")
+        return
+    try:
+        # user.get drops a filter it does not apply and then returns the whole company (facts 4).
+        result = await client.call("user.get", {"FILTER": {"UF_DEPARTMENT": [NO_SUCH_DEPARTMENT], "ACTIVE": True}})
+    except BitrixError as err:
+        line("WARN", "team view", f"could not try the department filter: {err.text('en')}")
+        return
+    if result:
+        line("FAIL", "team view", "department filter ignored")
+    else:
+        line("OK", "team view", "the portal applies the department filter")
+
+
 async def _check_bitrix(settings: Settings, client: BitrixClient, line: Callable[[str, str, str], None]) -> None:
     try:
         owner = await client.user_current()
@@ -215,6 +238,7 @@ async def _check_bitrix(settings: Settings, client: BitrixClient, line: Callable
         if err.kind in ("auth", "transient", "bad_answer", "portal_gone", "rate_limited"):
             return  # nothing else can be learned through this webhook now
     line("OK", "plan", "the portal's plan has the REST API")
+    scopes: set[str] | None = None
     try:
         scopes = await client.scopes()
         missing = sorted({"task", "user", "im"} - scopes)
@@ -225,6 +249,7 @@ async def _check_bitrix(settings: Settings, client: BitrixClient, line: Callable
     except BitrixError as err:
         line("FAIL", "scope", err.text("en"))
     await _check_task_filter(client, line)
+    await _check_team(settings, client, scopes, line)
     try:
         profile = await client.profile()
         if profile.get("ADMIN") in (True, "Y", "1", 1):

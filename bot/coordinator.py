@@ -9,12 +9,12 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from telegram import InlineKeyboardMarkup
 
 from bot import alerts as alert_rules
-from bot import render, tasklist
+from bot import render, tasklist, teamview
 from bot.account import Accounts
 from bot.bitrix import BitrixClient, CounterResult, Counters, NoAccess, Priority
 from bot.bitrix.results import Task
@@ -38,6 +38,7 @@ from bot.storage import (
     users,
 )
 from bot.tasks import row_fits
+from bot.teamview import Member
 from bot.texts import t
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,17 @@ STATE_KEY = "coordinator"
 TASKS_METHOD = "tasks.task.list"
 DIGEST_TASK_LINES = 3  # SPEC 11: the digest shows up to 3 most overdue tasks
 TASK_FILTER_KEY = "notice:task_filter_ignored"  # when admins were last told the portal ignores the list filter
+TEAM_FILTER_KEY = "notice:team_filter_ignored"  # ... and the user.get UF_DEPARTMENT filter (SPEC 12)
 EVENTS_DOMAIN_KEY = "notice:events_domain"  # admins were told an event with the right token named another domain
 TASK_MEMBERS_KEEP_SECONDS = 30 * 86400.0  # SPEC 9: task-member rows of tasks unseen for 30 days
+
+
+class TeamSource(Protocol):
+    """Where heads' digests get their team members and counters (bot.team.TeamViews)."""
+
+    async def digest_teams(self, heads: Mapping[int, int]) -> dict[int, tuple[Member, ...]]:
+        """Telegram ID -> the members of that due head's team; never raises."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,7 @@ class Coordinator:
         self.history: deque[tuple[float, int, int]] = deque()  # (time, requests, errors) after each cycle
         self.poll_idle = asyncio.Event()  # clear while a poll cycle runs
         self.poll_idle.set()
+        self.team: TeamSource | None = None  # the team lines of heads' digests (SPEC 12), set by Services
 
     # ---- state kept across restarts ---------------------------------------------------------
 
@@ -434,15 +445,22 @@ class Coordinator:
 
     async def task_filter_ignored(self) -> None:
         """The portal returned a task that does not fit the list's filter: lists are off; admins told once per 6 h."""
+        log.error("the portal ignores the tasks.task.list member filter: task lists are off")
+        await self._filter_notice(TASK_FILTER_KEY, "admin_task_filter_ignored")
+
+    async def team_filter_ignored(self) -> None:
+        """user.get returned someone outside the asked departments: team views show nothing; admins told once per 6 h."""
+        await self._filter_notice(TEAM_FILTER_KEY, "admin_team_filter_ignored")
+
+    async def _filter_notice(self, key: str, text_key: str) -> None:
         now = self._clock.timestamp()
         async with self._storage.transaction() as db:
-            last = await meta.get_json(db, TASK_FILTER_KEY)
+            last = await meta.get_json(db, key)
             if isinstance(last, (int, float)) and now - last < NOTICE_REPEAT_SECONDS:
                 return
-            log.error("the portal ignores the tasks.task.list member filter: task lists are off")
-            messages = await self._admin_messages(db, "admin_task_filter_ignored")
+            messages = await self._admin_messages(db, text_key)
             await outbox.enqueue(db, messages, now)
-            await meta.put_json(db, TASK_FILTER_KEY, now)
+            await meta.put_json(db, key, now)
         if messages:
             self._accounts.wake()
 
@@ -504,12 +522,16 @@ class Coordinator:
             [w.link.bitrix_user_id for w, _ in batch], ROLES, bulk=True, priority=Priority.DIGEST
         )
         pages = await self._digest_task_pages(batch, read)
+        teams = await self._digest_teams(batch)
         queued = 0
         for who, due in batch:
             results = read.get(who.link.bitrix_user_id, {})
             if not results or any(isinstance(r, BitrixError) for r in results.values()):
                 continue  # unreadable: tried again next tick, skipped once 2 hours late
-            queued += await self._settle(who, due, results, self._clock.now(), pages.get(who.link.bitrix_user_id, ()))
+            queued += await self._settle(
+                who, due, results, self._clock.now(), pages.get(who.link.bitrix_user_id, ()),
+                teams.get(who.link.telegram_user_id),
+            )
         if queued:
             self._accounts.wake()
         return queued
@@ -552,8 +574,22 @@ class Coordinator:
             out[bitrix_user_id] = page.tasks[:DIGEST_TASK_LINES]
         return out
 
+    async def _digest_teams(self, batch: list[tuple[Audience, Due]]) -> dict[int, tuple[Member, ...]]:
+        """The team members of the due heads who want the team line (SPEC 12); a failure leaves the lines out."""
+        if self.team is None:
+            return {}
+        heads = {who.link.telegram_user_id: who.link.bitrix_user_id for who, _ in batch if who.settings.digest_team}
+        try:
+            return await self.team.digest_teams(heads)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.error("digest: team lines left out", exc_info=True)
+            return {}
+
     async def _settle(
-        self, who: Audience, due: Due, results: dict[str, CounterResult] | None, now: datetime, tasks: tuple[Task, ...] = ()
+        self, who: Audience, due: Due, results: dict[str, CounterResult] | None, now: datetime, tasks: tuple[Task, ...] = (),
+        team: tuple[Member, ...] | None = None,
     ) -> int:
         """One user's digest as one unit of work: re-check it is still due as read, then skip it or queue it."""
         tid = who.link.telegram_user_id
@@ -571,7 +607,7 @@ class Coordinator:
                 if again.skip or results is None:
                     await self._record_skip(db, fresh, again)
                     return 0
-                return await self._queue_digest(db, fresh, again, results, now, tasks)
+                return await self._queue_digest(db, fresh, again, results, now, tasks, team)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -588,12 +624,16 @@ class Coordinator:
         )
 
     async def _queue_digest(
-        self, db: Db, who: Audience, due: Due, results: dict[str, CounterResult], now: datetime, tasks: tuple[Task, ...]
+        self, db: Db, who: Audience, due: Due, results: dict[str, CounterResult], now: datetime, tasks: tuple[Task, ...],
+        team: tuple[Member, ...] | None = None,
     ) -> int:
         tid = who.link.telegram_user_id
         counters = {role: dict(r.values) for role, r in results.items() if isinstance(r, Counters)}
         shown = [v for r in results.values() if isinstance(r, Counters) for _, v in render.counter_items(r)]
-        everything_zero = all(isinstance(r, Counters) for r in results.values()) and not any(shown)
+        team = team if who.settings.digest_team else None  # re-read in this transaction: /digest team off during the read
+        team_overdue = sum(m.overdue for m in team or ())
+        # A head's digest with own counters at 0 and a team total of 0 is empty (SPEC 12).
+        everything_zero = all(isinstance(r, Counters) for r in results.values()) and not any(shown) and not team_overdue
         if everything_zero and not who.settings.digest_empty:
             await self._record_skip(db, who, due, "empty")
             return 0
@@ -616,6 +656,7 @@ class Coordinator:
                                    viewer_bitrix_id=who.link.bitrix_user_id, now=now)
                 for task in (tasks if who.settings.digest_tasks else ())
             ],
+            team_line=teamview.digest_team_line(lang, team) if team is not None else None,
         )
         all_roles = results.get("view_all")
         overdue = isinstance(all_roles, Counters) and all_roles.get("expired") > 0

@@ -58,6 +58,7 @@ class UserSettings:
     digest_days: frozenset[int] = WORK_DAYS  # 0 = Monday, as datetime.weekday()
     digest_empty: bool = False
     digest_tasks: bool = True  # the digest lists the most overdue tasks (SPEC 11)
+    digest_team: bool = True  # a head's digest ends with the team line (SPEC 12)
     alerts_enabled: bool = True
     thresholds: dict[str, int] = field(default_factory=lambda: {"expired": 1})
     quiet_start: time | None = None

@@ -29,6 +29,7 @@ ERR_DIGEST_DAYS = "digest_days_invalid"  # (none): an unknown day word
 ERR_DIGEST_DAYS_WRAP = "digest_days_wrap"  # start, end: canonical English day names, e.g. fri, mon
 ERR_DIGEST_EMPTY = "digest_empty_invalid"  # (none): `/digest empty` needs on or off
 ERR_DIGEST_TASKS = "digest_tasks_invalid"  # (none): `/digest tasks` needs on or off
+ERR_DIGEST_TEAM = "digest_team_invalid"  # (none): `/digest team` needs on or off
 ERR_ALERTS_ARGS = "alerts_args_invalid"  # (none): unknown form
 ERR_ALERTS_COUNTER = "alerts_counter_unknown"  # (none)
 ERR_ALERTS_THRESHOLD = "alerts_threshold_invalid"  # min, max
@@ -117,6 +118,13 @@ class DigestEmpty:
 
 
 @dataclass(frozen=True)
+class DigestTeam:
+    """`/digest team on|off`: end a head's digest with the team line, or not (SPEC 12)."""
+
+    show_team: bool
+
+
+@dataclass(frozen=True)
 class DigestTasks:
     """`/digest tasks on|off`: list the most overdue tasks in the digest, or not."""
 
@@ -154,7 +162,7 @@ class QuietSet:
     end: time
 
 
-DigestCommand = Show | Toggle | DigestNow | DigestEmpty | DigestTasks | DigestSet
+DigestCommand = Show | Toggle | DigestNow | DigestEmpty | DigestTasks | DigestTeam | DigestSet
 AlertsCommand = Show | Toggle | AlertsSet | AlertsRemove
 QuietCommand = Show | Toggle | QuietSet
 
@@ -329,7 +337,7 @@ def parse_days(words: Sequence[str]) -> frozenset[int]:
 
 
 def parse_digest(args: Sequence[str]) -> DigestCommand:
-    """Parse `/digest` arguments: show, off, on, now, empty on|off, tasks on|off, or H:MM [days]."""
+    """Parse `/digest` arguments: show, off, on, now, empty|tasks|team on|off, or H:MM [days]."""
     words = _check_args(args, EXAMPLE_DIGEST)
     if not words:
         return SHOW
@@ -350,6 +358,10 @@ def parse_digest(args: Sequence[str]) -> DigestCommand:
         if len(rest) != 1 or rest[0] not in ("on", "off"):
             raise ParseError(ERR_DIGEST_TASKS, "/digest tasks off")
         return DigestTasks(rest[0] == "on")
+    if head == "team":
+        if len(rest) != 1 or rest[0] not in ("on", "off"):
+            raise ParseError(ERR_DIGEST_TEAM, "/digest team off")
+        return DigestTeam(rest[0] == "on")
     if not head[:1].isascii() or not head[:1].isdigit():
         raise ParseError(ERR_DIGEST_ARGS, EXAMPLE_DIGEST)
     at = parse_time(head, ERR_DIGEST_TIME, EXAMPLE_DIGEST)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 from bot.model import UserSettings
-from bot.parsing import AlertsRemove, AlertsSet, DigestEmpty, DigestSet, DigestTasks, QuietSet, Toggle
+from bot.parsing import AlertsRemove, AlertsSet, DigestEmpty, DigestSet, DigestTasks, DigestTeam, QuietSet, Toggle
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,8 @@ class Change:
 Command = Callable[[UserSettings], Change]  # a parsed command, waiting for the settings as stored
 
 
-def apply_digest(settings: UserSettings, command: DigestSet | DigestEmpty | DigestTasks | Toggle) -> Change:
-    """/digest H:MM [days], /digest on|off, /digest empty on|off, /digest tasks on|off."""
+def apply_digest(settings: UserSettings, command: DigestSet | DigestEmpty | DigestTasks | DigestTeam | Toggle) -> Change:
+    """/digest H:MM [days], /digest on|off, /digest empty on|off, /digest tasks on|off, /digest team on|off."""
     if isinstance(command, DigestSet):
         days = command.days if command.days is not None else settings.digest_days
         return Change(replace(settings, digest_enabled=True, digest_time=command.at, digest_days=days), digest_changed=True)
@@ -31,6 +31,8 @@ def apply_digest(settings: UserSettings, command: DigestSet | DigestEmpty | Dige
         return Change(replace(settings, digest_empty=command.send_empty))
     if isinstance(command, DigestTasks):
         return Change(replace(settings, digest_tasks=command.show_tasks))
+    if isinstance(command, DigestTeam):
+        return Change(replace(settings, digest_team=command.show_team))
     return Change(replace(settings, digest_enabled=command.enabled), digest_changed=command.enabled)
 
 
@@ -81,6 +83,8 @@ BUTTONS: dict[str, Command] = {
     "empty_off": lambda s: apply_digest(s, DigestEmpty(False)),
     "tasks_on": lambda s: apply_digest(s, DigestTasks(True)),
     "tasks_off": lambda s: apply_digest(s, DigestTasks(False)),
+    "team_on": lambda s: apply_digest(s, DigestTeam(True)),
+    "team_off": lambda s: apply_digest(s, DigestTeam(False)),
     "quiet_off": lambda s: apply_quiet(s, Toggle(False)),
     "resume": apply_resume,
     "lang_en": lambda s: apply_language(s, "en"),

@@ -160,6 +160,7 @@ def render_settings(lang: str, settings: UserSettings, *, full_name: str | None)
         t(lang, "settings_empty", value=t(lang, "settings_empty_send") if settings.digest_empty else t(lang, "settings_empty_skip"))
     )
     lines.append(t(lang, "settings_tasks", value=t(lang, "settings_on") if settings.digest_tasks else t(lang, "settings_off")))
+    lines.append(t(lang, "settings_team", value=t(lang, "settings_on") if settings.digest_team else t(lang, "settings_off")))
     lines.append(t(lang, "settings_alerts", value=Html(alerts_value(lang, settings))))
     lines.append(t(lang, "settings_quiet", value=quiet_value(lang, settings)))
     lines.append(t(lang, "settings_zone", value=zone_label(settings)))
@@ -193,7 +194,13 @@ def settings_keyboard(lang: str, settings: UserSettings) -> InlineKeyboardMarkup
                 callback_data="s:tasks_off" if settings.digest_tasks else "s:tasks_on",
             ),
         ],
-        [InlineKeyboardButton("English" if lang == "ru" else "Русский", callback_data="s:lang_en" if lang == "ru" else "s:lang_ru")],
+        [
+            InlineKeyboardButton(
+                t(lang, "button_team_off" if settings.digest_team else "button_team_on"),
+                callback_data="s:team_off" if settings.digest_team else "s:team_on",
+            ),
+            InlineKeyboardButton("English" if lang == "ru" else "Русский", callback_data="s:lang_en" if lang == "ru" else "s:lang_ru"),
+        ],
     ]
     extra = []
     if settings.quiet_start is not None:
@@ -217,6 +224,7 @@ def render_digest(
     bitrix_user_id: int,
     quiet_items: Sequence[Alert] = (),
     task_lines: Sequence[str] = (),
+    team_line: str | None = None,
 ) -> str:
     """A digest: every role, with the change since the last scheduled digest that was sent, and the most overdue tasks."""
     lines: list[str] = [t(lang, "digest_title" if scheduled else "digest_now_title")]
@@ -235,6 +243,8 @@ def render_digest(
         lines += [quiet_line(lang, a) for a in quiet_items]
     lines.append(f"<i>{t(lang, 'counters_updated', time=read_at.strftime('%H:%M'))}</i>")
     lines.append(f'<a href="{html.escape(tasks_url(portal_url, bitrix_user_id))}">{t(lang, "counters_open")}</a>')
+    if team_line:
+        lines.append(team_line)  # a head's digest ends with the team line (SPEC 12)
     return fit("\n".join(lines))
 
 

@@ -18,6 +18,7 @@ from bot.metrics import Metrics
 from bot.reader import CounterReader
 from bot.storage import Storage
 from bot.tasks import TaskLists
+from bot.team import TeamViews
 
 if TYPE_CHECKING:
     from bot.delivery import OutboxWorker
@@ -43,6 +44,11 @@ class Services:
         self.reader = CounterReader(self.bitrix, self.clock)
         self.coordinator = Coordinator(self.settings, self.storage, self.bitrix, self.clock, self.metrics, self.accounts)
         self.task_lists = TaskLists(self.bitrix, self.clock, self.reader.reads, self.coordinator.task_filter_ignored)
+        self.team = TeamViews(
+            self.settings, self.storage, self.bitrix, self.clock, self.reader.reads, self.coordinator.team_filter_ignored
+        )
+        self.accounts.link_ended.append(self.team.forget)  # a user's team cache goes with their link (SPEC 12)
+        self.coordinator.team = self.team
         # Bitrix24 events (SPEC 14): the work exists only when the outbound webhook's token is set;
         # the listener is started with the jobs.
         self.events: EventWork | None = None

@@ -139,26 +139,41 @@ def fit_lines(head: list[str], items: list[str], tail: list[str]) -> str:
         items.pop()
 
 
-def task_keyboard(lang: str, role: str, page: int, total: int, *, back_to_counters: bool) -> InlineKeyboardMarkup:
-    """Previous / next page when there are more, refresh, and the way back to the counters."""
+def task_keyboard(
+    lang: str, role: str, page: int, total: int, *, back_to_counters: bool, person: int | None = None
+) -> InlineKeyboardMarkup:
+    """Previous / next page when there are more, refresh, and the way back to the counters (or the team, for a person's list)."""
     short = ROLE_SHORT[role]
+    tail = f":{person}" if person is not None else ""
     row = []
     if page > 0:
-        row.append(InlineKeyboardButton(t(lang, "button_previous"), callback_data=f"t:{short}:{page - 1}"))
+        row.append(InlineKeyboardButton(t(lang, "button_previous"), callback_data=f"t:{short}:{page - 1}{tail}"))
     if page + 1 < page_count(total):
-        row.append(InlineKeyboardButton(t(lang, "button_next"), callback_data=f"t:{short}:{page + 1}"))
+        row.append(InlineKeyboardButton(t(lang, "button_next"), callback_data=f"t:{short}:{page + 1}{tail}"))
     rows = [row] if row else []
-    last = [InlineKeyboardButton(t(lang, "button_refresh"), callback_data=f"tr:{short}:{page}")]
-    if back_to_counters:
+    last = [InlineKeyboardButton(t(lang, "button_refresh"), callback_data=f"tr:{short}:{page}{tail}")]
+    if person is not None:
+        last.append(InlineKeyboardButton(t(lang, "button_back_to_team"), callback_data="tm:v"))
+    elif back_to_counters:
         last.append(InlineKeyboardButton(t(lang, "button_back_to_counters"), callback_data="c:every"))
     rows.append(last)
     return InlineKeyboardMarkup(rows)
 
 
-def parse_callback(data: str) -> tuple[str, int, bool] | None:
-    """`t:<role>:<page>` (open or page) or `tr:<role>:<page>` (refresh) as (role, page, refresh); None if forged."""
+def parse_callback(data: str) -> tuple[str, int, bool, int | None] | None:
+    """`t:<role>:<page>[:<person>]` (open or page) or `tr:…` (refresh) as (role, page, refresh, person); None if forged.
+
+    The person (SPEC 12) is a team member's Bitrix24 ID; the viewer is never in the data.
+    """
     parts = data.split(":")
-    if len(parts) != 3 or parts[0] not in ("t", "tr") or not parts[2].isdigit() or len(parts[2]) > 4:
+    if len(parts) not in (3, 4) or parts[0] not in ("t", "tr") or not parts[2].isdigit() or len(parts[2]) > 4:
         return None
+    person: int | None = None
+    if len(parts) == 4:
+        if not parts[3].isdigit() or len(parts[3]) > 10 or int(parts[3]) <= 0:
+            return None
+        person = int(parts[3])
     role = {short: r for r, short in ROLE_SHORT.items()}.get(parts[1])
-    return (role, int(parts[2]), parts[0] == "tr") if role is not None else None
+    if role is None or (person is not None and role != "view_role_responsible"):
+        return None  # a team member's list is their `doing` list only: other roles stay counts (SPEC 12)
+    return role, int(parts[2]), parts[0] == "tr", person

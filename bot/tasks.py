@@ -89,13 +89,27 @@ class TaskLists:
     def _window(refresh: bool) -> float:
         return WINDOW_SECONDS if refresh else BLOCK_FREE_SECONDS
 
-    def refused(self, bitrix_user_id: int, role: str, page: int, *, refresh: bool) -> float | None:
-        """Seconds to wait when this read would pass the user's per-minute cap, else None."""
-        return self._reads.refused(bitrix_user_id, ("tasks", role, block_of(page)), self._window(refresh))
+    @staticmethod
+    def _key(bitrix_user_id: int, role: str, block_start: int, viewer: int | None) -> tuple[int, tuple]:
+        """(whose cap, read key): a head's read of a team member's list counts against the head (SPEC 11, 12)."""
+        if viewer is None or viewer == bitrix_user_id:
+            return bitrix_user_id, ("tasks", role, block_start)
+        return viewer, ("person", bitrix_user_id, role, block_start)
 
-    async def page(self, bitrix_user_id: int, role: str, page: int, *, refresh: bool) -> TaskListView:
-        """The page to show (clamped to the last one); raises TaskListsUnavailable, BitrixError, TooManyReads."""
+    def refused(self, bitrix_user_id: int, role: str, page: int, *, refresh: bool, viewer: int | None = None) -> float | None:
+        """Seconds to wait when this read would pass the viewer's per-minute cap, else None."""
+        cap, key = self._key(bitrix_user_id, role, block_of(page), viewer)
+        return self._reads.refused(cap, key, self._window(refresh))
+
+    async def page(
+        self, bitrix_user_id: int, role: str, page: int, *, refresh: bool, viewer: int | None = None
+    ) -> TaskListView:
+        """The page of `bitrix_user_id`'s list to show (clamped to the last one), read for `viewer` (default: that user).
+
+        Raises TaskListsUnavailable, BitrixError, TooManyReads.
+        """
         block_start = block_of(page)
+        cap, key = self._key(bitrix_user_id, role, block_start, viewer)
 
         async def fetch() -> TaskPage:
             now = self._clock.now()
@@ -107,12 +121,12 @@ class TaskLists:
                 raise TaskListsUnavailable(role)
             return found
 
-        read = await self._reads.read(bitrix_user_id, ("tasks", role, block_start), self._window(refresh), fetch)
+        read = await self._reads.read(cap, key, self._window(refresh), fetch)
         found: TaskPage = read.value
         total = found.total if found.total is not None else block_start + len(found.tasks)
         last_page = page_count(total) - 1
         if page > last_page and block_of(last_page) != block_start:
-            return await self.page(bitrix_user_id, role, last_page, refresh=False)
+            return await self.page(bitrix_user_id, role, last_page, refresh=False, viewer=viewer)
         return TaskListView(
             role=role, page=min(page, last_page), block_start=block_start, block=found.tasks, total=total,
             read_at=read.read_at, cached=read.cached,

@@ -33,6 +33,7 @@ COMMANDS: dict[str, list[tuple[str, str]]] = {
     "en": [
         ("counters", "My task counters"),
         ("tasks", "My overdue tasks"),
+        ("team", "My team's overdue tasks (heads)"),
         ("settings", "Digest, alerts, quiet hours, time zone"),
         ("digest", "Morning digest: time, days, now"),
         ("alerts", "Alert thresholds"),
@@ -49,6 +50,7 @@ COMMANDS: dict[str, list[tuple[str, str]]] = {
     "ru": [
         ("counters", "Мои счётчики задач"),
         ("tasks", "Мои просроченные задачи"),
+        ("team", "Просрочки моей команды (руководителям)"),
         ("settings", "Сводка, оповещения, тихие часы, часовой пояс"),
         ("digest", "Утренняя сводка: время, дни, сейчас"),
         ("alerts", "Пороги оповещений"),
@@ -87,9 +89,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": (
             "<b>Commands</b>\n"
             "/counters [all|doing|helping|following|created] — your task counters\n"
-            "/tasks [role] — your overdue tasks, by role as above\n"
+            "/tasks [role] — your overdue tasks\n"
+            "/team — your team, for heads\n"
             "/link &lt;ID | e-mail | profile URL&gt; — link your Bitrix24 account\n"
-            "/verify 123456 — confirm the code sent to you in Bitrix24\n"
+            "/verify 123456 — confirm the code from Bitrix24\n"
             "/settings — all settings with buttons\n"
             "/digest 9:00 mon-fri | off | on | now | empty on|off\n"
             "/alerts overdue 3 | comments 10 | overdue off | off | on\n"
@@ -102,9 +105,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": (
             "<b>Команды</b>\n"
             "/counters [all|doing|helping|following|created] — счётчики задач\n"
-            "/tasks [роль] — просроченные задачи, роли как выше\n"
-            "/link &lt;ID | e-mail | ссылка на профиль&gt; — привязать аккаунт Битрикс24\n"
-            "/verify 123456 — подтвердить код, пришедший вам в Битрикс24\n"
+            "/tasks [роль] — просроченные задачи\n"
+            "/team — ваша команда, для руководителей\n"
+            "/link &lt;ID | e-mail | ссылка на профиль&gt; — привязать Битрикс24\n"
+            "/verify 123456 — подтвердить код из Битрикс24\n"
             "/settings — все настройки с кнопками\n"
             "/digest 9:00 пн-пт | off | on | now | empty on|off\n"
             "/alerts overdue 3 | comments 10 | overdue off | off | on\n"
@@ -401,5 +405,52 @@ TEXTS.update(
         "stats_poll_ok": {"en": "{time} UTC, {ok} of {users} users read", "ru": "{time} UTC, прочитано {ok} из {users}"},
         "stats_poll_failed": {"en": "{time} UTC, failed: {cause}", "ru": "{time} UTC, ошибка: {cause}"},
         "unknown_command": {"en": "I do not know that command. /help lists what I can do.", "ru": "Я не знаю такой команды. /help — что я умею."},
+    }
+)
+
+TEXTS.update(
+    {
+        # ---- team view (SPEC 12) ----
+        "team_title": {"en": "<b>Team</b>: {departments} · {n} people", "ru": "<b>Команда</b>: {departments} · человек: {n}"},
+        "team_more_departments": {"en": " and {n} more", "ru": " и ещё {n}"},
+        "team_overdue": {"en": "overdue {n}", "ru": "просрочено {n}"},
+        "team_comments": {"en": "new comments {n}", "ru": "новых комментариев {n}"},
+        "team_more_busy": {"en": "{n} more with overdue tasks or new comments", "ru": "Ещё {n} с просрочками или новыми комментариями"},
+        "team_more_quiet": {"en": "{n} more: nothing overdue, no new comments", "ru": "Ещё {n}: ничего не просрочено, новых комментариев нет"},
+        "team_unread": {"en": "{n} could not be read: try Refresh later", "ru": "Не удалось прочитать: {n}; обновите позже"},
+        "team_empty": {"en": "Nobody else is in your departments.", "ru": "Кроме вас, в ваших отделах никого нет."},
+        "team_not_head": {"en": "You head no department in Bitrix24, so there is no team to show.", "ru": "Вы не руководите ни одним отделом в Битрикс24, показывать нечего."},
+        "team_scope_missing": {
+            "en": "Team views are off: the administrator must add the scope <b>department</b> to the bot's Bitrix24 webhook.",
+            "ru": "Просмотр команды выключен: администратор должен добавить вебхуку бота в Битрикс24 право <b>department</b>.",
+        },
+        "team_off": {
+            "en": "Team views are off on this bot (links are not verified with a code).",
+            "ru": "Просмотр команды в этом боте выключен (привязка не подтверждается кодом).",
+        },
+        "team_unavailable": {
+            "en": "Team views are unavailable on this portal: it does not apply the department filter they need. The administrators were told.",
+            "ru": "Просмотр команды на этом портале недоступен: он не применяет нужный фильтр по отделу. Администраторы уведомлены.",
+        },
+        "admin_team_filter_ignored": {
+            "en": "Team views show nothing: this portal ignores the user.get UF_DEPARTMENT filter, so a team could include the whole company. Check the portal version (python -m bot check).",
+            "ru": "Просмотр команды ничего не показывает: портал игнорирует фильтр UF_DEPARTMENT в user.get, и в команду попала бы вся компания. Проверьте версию портала (python -m bot check).",
+        },
+        "team_not_member": {"en": "This person is not on your team.", "ru": "Этот человек не в вашей команде."},
+        "team_person_title": {"en": "{name}: ", "ru": "{name}: "},
+        "button_team_person": {"en": "{name} ({n})", "ru": "{name} ({n})"},
+        "button_back_to_team": {"en": "← Team", "ru": "← Команда"},
+        "digest_team": {
+            "en": "<b>Team:</b> {overdue} overdue across {behind} of {people} people ({names})",
+            "ru": "<b>Команда:</b> просрочено {overdue} у {behind} из {people} человек ({names})",
+        },
+        "digest_team_clear": {
+            "en": "<b>Team:</b> nothing overdue among {people} people",
+            "ru": "<b>Команда:</b> просрочек нет ни у кого из {people} человек",
+        },
+        "digest_team_invalid": {"en": "Say /digest team on or /digest team off.", "ru": "Напишите /digest team on или /digest team off."},
+        "settings_team": {"en": "Team line in the digest (heads): {value}", "ru": "Строка команды в сводке (руководителям): {value}"},
+        "button_team_on": {"en": "Team in the digest: turn on", "ru": "Команда в сводке: включить"},
+        "button_team_off": {"en": "Team in the digest: turn off", "ru": "Команда в сводке: выключить"},
     }
 )

@@ -157,7 +157,7 @@ async def test_user_current_and_scopes_are_read(client, fake):
     fake.add_user(1, name="Olga", last_name="Ivanova", email="olga@corp.example", time_zone="Europe/Moscow")
     fake.scopes = {"task", "user", "im"}
     user = await client.user_current()
-    assert user == BitrixUser(1, "Olga", "Ivanova", "olga@corp.example", True, "Europe/Moscow", None)
+    assert user == BitrixUser(1, "Olga", "Ivanova", "olga@corp.example", True, "Europe/Moscow", None, frozenset({1}))
     assert user.full_name == "Olga Ivanova"
     assert await client.scopes() == {"task", "user", "im"}
 
@@ -828,3 +828,29 @@ async def test_the_webhook_code_never_reaches_a_log_record_or_an_error_text(fake
     assert CODE not in caplog.text and "anothersecretcode" not in caplog.text
     for text in texts:
         assert CODE not in text
+
+
+async def test_the_company_structure_and_a_departments_people_are_read_in_two_requests_each(client, fake):
+    fake.scopes.add("department")
+    for department_id in range(1, 121):
+        fake.add_department(department_id, f"D{department_id}", parent=None if department_id == 1 else 1, head=department_id + 1000)
+    for bitrix_user_id in range(2000, 2130):
+        fake.add_user(bitrix_user_id, departments=(2 + bitrix_user_id % 3,))
+    fake.add_user(9999, departments=(50,))
+    found = await client.departments()
+    assert [d.department_id for d in found] == list(range(1, 121)) and found[5].parent_id == 1 and found[5].head_id == 1006
+    assert [r.method for r in fake.requests] == ["department.get", "batch"]
+    fake.requests.clear()
+    people = await client.users_in_departments([2, 3, 4])
+    assert [p.bitrix_user_id for p in people] == list(range(2000, 2130))
+    assert [r.method for r in fake.requests] == ["user.get", "batch"]
+    fake.ignore_department_filter = True
+    with pytest.raises(BitrixBadAnswerError) as err:
+        await client.users_in_departments([2])
+    assert err.value.code == "FILTER_IGNORED"
+
+
+async def test_department_get_without_its_scope_is_a_scope_error(client, fake):
+    fake.scopes.discard("department")
+    with pytest.raises(BitrixScopeError):
+        await client.departments()

@@ -37,7 +37,7 @@ async def test_healthy_setup_passes_with_warnings_only(tmp_path: Path) -> None:
     assert status == 0
     assert statuses(lines) == {
         "settings": "OK", "telegram": "OK", "bitrix24": "OK", "plan": "OK", "scope": "OK", "task": "OK",
-        "admin": "OK", "http": "OK", "timezone": "OK", "admins": "WARN",
+        "team": "WARN", "admin": "OK", "http": "OK", "timezone": "OK", "admins": "WARN",
     }
 
 
@@ -138,3 +138,25 @@ async def test_check_warns_about_addresses_bitrix24_cannot_post_to_and_fails_on_
         server.close()
     assert status == 1
     assert f"FAIL events: port {port} on 127.0.0.1 is used by another program (it answered HTTP 200)" in lines
+
+
+async def test_team_view_check_warns_without_the_scope_and_fails_when_the_department_filter_is_ignored(tmp_path: Path) -> None:
+    b24 = FakeBitrix(webhook_code=WEBHOOK_CODE)
+    b24.add_user(547, "Anna", "Smith", departments=(2,))
+    b24.scopes.add("department")
+    status, lines = await check(tmp_path, FakeTelegram(), b24, DEFAULT_TIMEZONE="Europe/Moscow")
+    assert "OK team view: the portal applies the department filter" in lines
+    (sent,) = [r for r in b24.requests if r.method == "user.get"]
+    assert [int(d) for d in sent.params["FILTER"]["UF_DEPARTMENT"]] == [2_000_000_000]
+    b24.ignore_department_filter = True
+    status, lines = await check(tmp_path, FakeTelegram(), b24, DEFAULT_TIMEZONE="Europe/Moscow")
+    assert status == 1 and "FAIL team view: department filter ignored" in lines
+    b24.scopes.discard("department")
+    status, lines = await check(tmp_path, FakeTelegram(), b24, DEFAULT_TIMEZONE="Europe/Moscow")
+    assert "WARN team view: the webhook lacks the scope department: team views stay off until it is added" in lines
+    assert statuses(lines)["scope"] == "OK"
+    b24.scopes.add("department")
+    status, lines = await check(
+        tmp_path, FakeTelegram(), b24, DEFAULT_TIMEZONE="Europe/Moscow", LINK_VERIFICATION="none", ALLOWED_TELEGRAM_USER_IDS="5"
+    )
+    assert "WARN team view: off: with LINK_VERIFICATION=none a false claim would open a whole department" in lines

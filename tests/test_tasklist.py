@@ -109,18 +109,22 @@ def test_buttons_page_back_and_forth_refresh_and_go_back_to_the_counters() -> No
 @pytest.mark.parametrize(
     ("data", "parsed"),
     [
-        ("t:all:0", ("view_all", 0, False)),
-        ("t:created:12", ("view_role_originator", 12, False)),
-        ("tr:doing:3", ("view_role_responsible", 3, True)),
+        ("t:all:0", ("view_all", 0, False, None)),
+        ("t:created:12", ("view_role_originator", 12, False, None)),
+        ("tr:doing:3", ("view_role_responsible", 3, True, None)),
+        ("t:doing:1:548", ("view_role_responsible", 1, False, 548)),  # a team member's doing list (SPEC 12)
+        ("tr:doing:0:548", ("view_role_responsible", 0, True, 548)),
+        ("t:doing:0:0", None),
+        ("t:doing:0:x", None),
         ("t:all:-1", None),
         ("t:boss:1", None),
         ("t:all:99999", None),
         ("t:all", None),
-        ("t:all:1:547", None),  # never a viewer or a person id in the data
+        ("t:all:1:547", None),  # a person only with the doing role; never a viewer
         ("c:all:1", None),
     ],
 )
-def test_callback_data_carries_only_role_and_page(data: str, parsed: tuple[str, int, bool] | None) -> None:
+def test_callback_data_carries_only_role_page_and_person(data: str, parsed: tuple[str, int, bool, int | None] | None) -> None:
     assert tasklist.parse_callback(data) == parsed
 
 

@@ -18,12 +18,15 @@ from bot.bitrix.results import (
     BatchResult,
     BitrixUser,
     CounterResult,
+    Department,
     Operating,
     Task,
     TaskPage,
     as_map,
+    department_from,
     parse_counters,
     parse_task_page,
+    to_int,
     user_from,
 )
 from bot.bitrix.transport import (
@@ -59,6 +62,7 @@ __all__ = [
     "TASK_PAGE",
     "TASK_SELECT",
     "MEMBER_SELECT",
+    "NO_SUCH_DEPARTMENT",
     "BitrixClient",
     "overdue_filter",
 ]
@@ -98,6 +102,9 @@ TASK_SELECT: tuple[str, ...] = (
 
 # What an event's task read asks for: who is on the task (SPEC 14; reference 3.6).
 MEMBER_SELECT: tuple[str, ...] = ("ID", "RESPONSIBLE_ID", "CREATED_BY", "ACCOMPLICES", "AUDITORS", "GROUP_ID")
+
+# A department ID no portal has (SPEC 3: `check` asks user.get for its people, expecting nobody).
+NO_SUCH_DEPARTMENT = 2_000_000_000
 
 _METHOD_NAME = re.compile(r"^[a-z0-9_.]+$", re.IGNORECASE)
 
@@ -445,6 +452,75 @@ class BitrixClient:
                 if user is not None and user.active and user.bitrix_user_id in asked:
                     found[user.bitrix_user_id] = user
         return found
+
+    async def _all_pages(
+        self, method: str, params: Mapping[str, Any], start_key: str, *, deadline_at: float | None, priority: int
+    ) -> list[Any]:
+        """Every row of a paged list method (pages of 50): the first page, then all the others in one batch.
+
+        The first answer's `total` says how many pages follow, so a list of R rows costs
+        1 + ceil((ceil(R/50) - 1) / 50) requests instead of one per page.
+        """
+        envelope = await self._request(method, {**params, start_key: 0}, deadline_at=deadline_at, priority=priority)
+        first = envelope.get("result")
+        if not isinstance(first, list):
+            raise BitrixBadAnswerError("UNEXPECTED_RESULT", method=method)
+        rows = list(first)
+        total = to_int(envelope.get("total")) or 0
+        starts = list(range(BATCH_SIZE, total, BATCH_SIZE))
+        if not starts:
+            return rows
+        result = await self._batch(
+            {f"p{start}": (method, {**params, start_key: start}) for start in starts},
+            deadline_at=deadline_at, priority=priority,
+        )
+        for start in starts:
+            key = f"p{start}"
+            if key in result.errors:
+                raise result.errors[key]
+            page = result.results.get(key)
+            if not isinstance(page, list):
+                raise BitrixBadAnswerError("UNEXPECTED_RESULT", method=method)
+            rows += page
+        return rows
+
+    async def departments(self, *, deadline: float | None = None, priority: int = Priority.USER) -> list[Department]:
+        """The whole company structure (department.get, scope `department`): all pages read together (SPEC 12)."""
+        rows = await self._all_pages(
+            "department.get", {"sort": "ID", "order": "ASC"}, "START",
+            deadline_at=self._deadline_at(deadline), priority=priority,
+        )
+        found = {d.department_id: d for d in map(department_from, rows) if d is not None}
+        return [found[i] for i in sorted(found)]
+
+    async def users_in_departments(
+        self, department_ids: Sequence[int], *, deadline: float | None = None, priority: int = Priority.USER
+    ) -> list[BitrixUser]:
+        """The active users of these departments (user.get by UF_DEPARTMENT), each once.
+
+        user.get silently drops a filter key it does not apply, and then returns the whole
+        company (facts section 4): every returned person must carry one of the departments
+        asked for, else the answer is a BitrixBadAnswerError (FILTER_IGNORED) and nobody is
+        returned.
+        """
+        asked = {int(i) for i in department_ids}
+        if not asked:
+            return []
+        rows = await self._all_pages(
+            "user.get",
+            {"FILTER": {"UF_DEPARTMENT": sorted(asked), "ACTIVE": True}, "ADMIN_MODE": True},
+            "start", deadline_at=self._deadline_at(deadline), priority=priority,
+        )
+        found: dict[int, BitrixUser] = {}
+        for raw in rows:
+            user = user_from(raw)
+            if user is None:
+                continue
+            if not user.departments & asked:
+                raise BitrixBadAnswerError("FILTER_IGNORED", method="user.get")
+            if user.active:
+                found[user.bitrix_user_id] = user
+        return [found[i] for i in sorted(found)]
 
     async def user_by_id(self, bitrix_user_id: int, *, deadline: float | None = None) -> BitrixUser | None:
         """One active user by ID, or None."""

@@ -14,6 +14,7 @@ __all__ = [
     "BatchResult",
     "BitrixUser",
     "CounterResult",
+    "Department",
     "Counters",
     "NoAccess",
     "Operating",
@@ -65,12 +66,40 @@ class BitrixUser:
     active: bool
     time_zone: str
     is_admin: bool | None
+    departments: frozenset[int] = frozenset()  # UF_DEPARTMENT, when the answer had it
 
     @property
     def full_name(self) -> str:
         """First and last name, or the ID when both are empty."""
         name = " ".join(part for part in (self.first_name, self.last_name) if part)
         return name or f"#{self.bitrix_user_id}"
+
+
+@dataclass(frozen=True)
+class Department:
+    """One department of the company structure (department.get)."""
+
+    department_id: int
+    name: str
+    parent_id: int | None
+    head_id: int | None
+
+
+def department_from(raw: Any) -> Department | None:
+    """A department.get item as a Department; None without a usable ID."""
+    if not isinstance(raw, dict):
+        return None
+    department_id = to_int(raw.get("ID"))
+    if department_id is None or department_id <= 0:
+        return None
+    parent = to_int(raw.get("PARENT"))
+    head = to_int(raw.get("UF_HEAD"))
+    return Department(
+        department_id=department_id,
+        name=str(raw.get("NAME") or ""),
+        parent_id=parent if parent is not None and parent > 0 else None,
+        head_id=head if head is not None and head > 0 else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -181,6 +210,7 @@ def user_from(raw: Any) -> BitrixUser | None:
         active=flag(raw.get("ACTIVE", True)),
         time_zone=str(raw.get("TIME_ZONE") or ""),
         is_admin=None if admin is None else flag(admin),
+        departments=_ids(raw.get("UF_DEPARTMENT")),
     )
 
 

@@ -37,6 +37,7 @@ from bot.handlers.settings import (
     timezone_command,
 )
 from bot.handlers.tasks import tasks_button, tasks_command, tasks_new_button
+from bot.handlers.team import team_button, team_command
 
 
 def register(app: Application) -> None:
@@ -50,6 +51,7 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("forget", forget_command))
     app.add_handler(CommandHandler("counters", counters_command))
     app.add_handler(CommandHandler("tasks", tasks_command))
+    app.add_handler(CommandHandler("team", team_command))
     app.add_handler(CommandHandler("settings", settings_command))
     app.add_handler(CommandHandler("digest", digest_command))
     app.add_handler(CommandHandler("alerts", alerts_command))
@@ -61,6 +63,7 @@ def register(app: Application) -> None:
     app.add_handler(CallbackQueryHandler(counters_button, pattern=r"^c:"))
     app.add_handler(CallbackQueryHandler(tasks_button, pattern=r"^tr?:"))
     app.add_handler(CallbackQueryHandler(tasks_new_button, pattern=r"^tn:"))
+    app.add_handler(CallbackQueryHandler(team_button, pattern=r"^tm:"))
     app.add_handler(CallbackQueryHandler(settings_button, pattern=r"^s:"))
     app.add_handler(CallbackQueryHandler(snooze_button, pattern=r"^z:"))
     app.add_handler(CommandHandler("stats", stats_command))

@@ -132,6 +132,10 @@ async def digest_command(update: Update, context: BotContext, lang: str, user: U
         tasks = t(lang, "settings_tasks", value=value)
         await _saved(update, context, user, lambda s: preferences.apply_digest(s, command), lambda after: tasks)
         return
+    if isinstance(command, parsing.DigestTeam):
+        team = t(lang, "settings_team", value=t(lang, "settings_on") if command.show_team else t(lang, "settings_off"))
+        await _saved(update, context, user, lambda s: preferences.apply_digest(s, command), lambda after: team)
+        return
     if isinstance(command, parsing.DigestEmpty):
         empty = t(lang, "settings_empty", value=t(lang, "settings_empty_send") if command.send_empty else t(lang, "settings_empty_skip"))
         await _saved(update, context, user, lambda s: preferences.apply_digest(s, command), lambda after: empty)

@@ -87,7 +87,10 @@ async def tasks_button(update: Update, context: BotContext) -> None:
     if parsed is None or not who.linked or who.user is None or who.user.bitrix_user_id is None:
         await query.answer(t(who.lang, "not_linked") if not who.linked else None)
         return  # forged or stale (after /unlink, /forget, a moved link): nothing is shown
-    role, page, refresh = parsed
+    role, page, refresh, person = parsed
+    if person is not None:
+        await person_list_button(update, context, who, page, refresh, person)
+        return
     wait = context.services.task_lists.refused(who.user.bitrix_user_id, role, page, refresh=refresh)
     if wait is not None:
         await query.answer(t(who.lang, "reads_too_many", seconds=round(wait)))  # the message stays as it is
@@ -117,3 +120,47 @@ async def tasks_new_button(update: Update, context: BotContext) -> None:
         return
     await query.answer()
     await _send_list(update, context, who, role)
+
+
+async def person_list_button(
+    update: Update, context: BotContext, who: Caller, page: int, refresh: bool, person: int
+) -> None:
+    """A team member's button (SPEC 12): their `doing` list, only while the presser heads them (checked on this press)."""
+    from bot.team import NotAHead, TeamScopeMissing, TeamUnavailable
+
+    query = query_of(update)
+    services = context.services
+    assert who.user is not None and who.user.bitrix_user_id is not None
+    viewer = who.user.bitrix_user_id
+    role = "view_role_responsible"
+    wait = services.task_lists.refused(person, role, page, refresh=refresh, viewer=viewer)
+    if wait is not None:
+        await query.answer(t(who.lang, "reads_too_many", seconds=round(wait)))
+        return
+    try:
+        member = await services.team.member(who.telegram_user_id, viewer, person)
+    except (BitrixError, TeamScopeMissing, TeamUnavailable, NotAHead):
+        member = None  # authorization could not be confirmed: nothing is shown
+    if member is None:
+        log.info("telegram_user_id=%d pressed a team button for someone outside their team", who.telegram_user_id)
+        await query.answer(t(who.lang, "team_not_member"))
+        return
+    await query.answer()
+    try:
+        view = await services.task_lists.page(person, role, page, refresh=refresh, viewer=viewer)
+    except BitrixError as err:
+        await bitrix_failed(update, who.lang, err)
+        return
+    except TaskListsUnavailable:
+        await edit_in_place(query, t(who.lang, "tasks_unavailable"), None)
+        return
+    except TooManyReads:
+        return
+    text = tasklist.render_task_page(
+        who.lang, role, view.block, block_start=view.block_start, page=view.page, total=view.total, counter=None,
+        portal_url=services.settings.bitrix24_portal_url, viewer_bitrix_id=viewer, now=services.clock.now(),
+    )
+    text = t(who.lang, "team_person_title", name=member.full_name) + text
+    await edit_in_place(
+        query, text, tasklist.task_keyboard(who.lang, role, view.page, view.total, back_to_counters=False, person=person)
+    )

@@ -34,6 +34,7 @@ _METHOD_SCOPES: dict[str, tuple[str, ...] | None] = {
     "profile": None,
     "scope": None,
     "im.notify.system.add": ("im",),
+    "department.get": ("department",),
 }
 # Counter type codes as the server source has them (facts section 2).
 _CODES = {"expired": 6291456, "new_comments": 12582912, "total": ""}
@@ -249,7 +250,11 @@ class FakeBitrix:
         self.ignored_task_filters: set[str] = set()
         # The offset of dates in task answers (server offset + the webhook user's zone).
         self.task_tz: tzinfo = timezone(timedelta(hours=3))
-        self.scopes: set[str] = {"task", "user", "im"}
+        self.scopes: set[str] = {"task", "user", "im"}  # add "department" for team views (SPEC 12)
+        # The company structure (department.get): ID -> {"NAME", "PARENT", "UF_HEAD"}.
+        self.departments: dict[int, dict[str, Any]] = {}
+        # A portal that drops the user.get UF_DEPARTMENT filter returns the whole company.
+        self.ignore_department_filter = False
         self.admin = True
         self.plan_has_rest = True
         self.cloud_time = True  # include operating / operating_reset_at in `time`
@@ -290,6 +295,7 @@ class FakeBitrix:
         active: bool = True,
         time_zone: str = "",
         admin: bool = False,
+        departments: tuple[int, ...] = (1,),
     ) -> None:
         """Add or replace a portal user."""
         self.users[bitrix_user_id] = {
@@ -299,7 +305,12 @@ class FakeBitrix:
             "ACTIVE": active,
             "TIME_ZONE": time_zone,
             "ADMIN": admin,
+            "UF_DEPARTMENT": list(departments),
         }
+
+    def add_department(self, department_id: int, name: str, parent: int | None = None, head: int | None = None) -> None:
+        """Add or replace a department (UF_HEAD is absent when the department has no head)."""
+        self.departments[department_id] = {"NAME": name, "PARENT": parent, "UF_HEAD": head}
 
     def set_counters(self, bitrix_user_id: int, role: str = "view_all", **values: int) -> None:
         """Set one user's counters for one role (names -> ints)."""
@@ -509,6 +520,8 @@ class FakeBitrix:
             return sorted(self.scopes), {}
         if method == "im.notify.system.add":
             return self._notify(params), {}
+        if method == "department.get":
+            return self._department_get(params)
         raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
 
     # -- methods ------------------------------------------------------------------------
@@ -668,7 +681,7 @@ class FakeBitrix:
             "EMAIL": user.get("EMAIL", ""),
             "TIME_ZONE": user.get("TIME_ZONE", ""),
             "USER_TYPE": "employee",
-            "UF_DEPARTMENT": [1],
+            "UF_DEPARTMENT": list(user.get("UF_DEPARTMENT", [1])),
         }
         if with_admin:
             out["ADMIN"] = bool(user.get("ADMIN", False))
@@ -685,9 +698,13 @@ class FakeBitrix:
         ids: set[int] | None = None
         email: str | None = None
         active: bool | None = None
+        departments: set[int] | None = None
         for key, value in flt.items():
             upper = key.upper()
-            if upper == "ID":
+            if upper == "UF_DEPARTMENT" and not self.ignore_department_filter:
+                values = value if isinstance(value, list) else [value]
+                departments = {int(v) for v in values if str(v).strip().lstrip("-").isdigit()}
+            elif upper == "ID":
                 values = value if isinstance(value, list) else [value]
                 ids = {int(v) for v in values if str(v).strip().lstrip("-").isdigit()}
             elif upper == "EMAIL" and email_allowed:  # silently dropped otherwise
@@ -703,6 +720,8 @@ class FakeBitrix:
                 continue
             if active is not None and bool(user.get("ACTIVE", True)) != active:
                 continue
+            if departments is not None and not departments & set(user.get("UF_DEPARTMENT", [1])):
+                continue
             found.append(self._user_dict(bitrix_user_id, with_admin=False))
         start = int(_ci(params, "start") or 0)
         page = found[start : start + 50]
@@ -710,6 +729,29 @@ class FakeBitrix:
         if start + 50 < len(found):
             extra["next"] = start + 50
         return page, extra
+
+    def _department_get(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """department.get: filters ID, PARENT, UF_HEAD (top-level keys, as the REST method takes them), pages of 50 by START."""
+        wanted: dict[str, str] = {}
+        for key, value in params.items():
+            if key.upper() in ("ID", "PARENT", "UF_HEAD", "NAME"):
+                wanted[key.upper()] = str(value)
+        found = []
+        for department_id in sorted(self.departments):
+            item = self.departments[department_id]
+            row: dict[str, Any] = {"ID": str(department_id), "NAME": item["NAME"], "SORT": 500}
+            if item["PARENT"] is not None:
+                row["PARENT"] = str(item["PARENT"])
+            if item["UF_HEAD"] is not None:
+                row["UF_HEAD"] = str(item["UF_HEAD"])
+            if any(str(row.get(key, "")) != value for key, value in wanted.items()):
+                continue
+            found.append(row)
+        start = int(_ci(params, "START") or 0)
+        extra: dict[str, Any] = {"total": len(found)}
+        if start + 50 < len(found):
+            extra["next"] = start + 50
+        return found[start : start + 50], extra
 
     def _notify(self, params: dict[str, Any]) -> int:
         raw_user = _ci(params, "USER_ID")
