@@ -15,6 +15,7 @@ from bot.coordinator import Coordinator
 from bot.events import EventsServer, EventWork, Verdict
 from bot.linking import Linker
 from bot.metrics import Metrics
+from bot.projects import Projects
 from bot.reader import CounterReader
 from bot.storage import Storage
 from bot.tasks import TaskLists
@@ -43,6 +44,9 @@ class Services:
         self.reader = CounterReader(self.bitrix, self.clock)
         self.coordinator = Coordinator(self.settings, self.storage, self.bitrix, self.clock, self.metrics, self.accounts)
         self.task_lists = TaskLists(self.bitrix, self.clock, self.reader.reads, self.coordinator.task_filter_ignored)
+        self.projects = Projects(
+            self.settings, self.storage, self.bitrix, self.clock, self.wake_outbox, self.coordinator.task_filter_ignored
+        )
         # Bitrix24 events (SPEC 14): the work exists only when the outbound webhook's token is set;
         # the listener is started with the jobs.
         self.events: EventWork | None = None
