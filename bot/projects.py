@@ -180,13 +180,13 @@ class Projects:
         """Connect or Cancel: only the caller's press counts; a lapsed offer is gone. None: not the caller's (no change)."""
         now = self._clock.timestamp()
         offer = await store.get_offer(self._storage.db, offer_id)
+        if offer is not None and offer.telegram_user_id != telegram_user_id:
+            return None  # only the caller's press counts, also on a lapsed offer
         if offer is None or offer.expires_at <= now:
             if offer is not None:
                 async with self._storage.transaction() as db:
                     await store.delete_offer(db, offer_id)
             return Said(t(lang, "project_offer_lapsed"))
-        if offer.telegram_user_id != telegram_user_id:
-            return None
         if action == "cancel":
             async with self._storage.transaction() as db:
                 await store.delete_offer(db, offer_id)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bot.delivery import DeliveryLimiter
 from bot.storage import projects as project_store
 from tests import db as tdb
+from tests.fakes.bitrix import Scripted
 from tests.harness import Harness
 from tests.test_linking import ANNA, link
 from tests.test_scheduled import portal
@@ -464,8 +467,6 @@ async def test_only_the_three_project_buttons_work_in_groups(tmp_path: Path) -> 
 
 
 async def test_a_project_ends_only_after_two_empty_reads_a_day_apart_and_errors_never_end_it(tmp_path: Path) -> None:
-    from tests.fakes.bitrix import Scripted
-
     async with project_portal(tmp_path) as h:
         await bound(h)
         h.clock.advance(days=1)
@@ -501,3 +502,93 @@ async def test_an_archived_project_pauses_the_digest_and_says_so_once(tmp_path: 
         h.b24.workgroups[PROJECT].closed = False
         h.clock.advance(days=1)
         assert await tick(h) == 1
+
+
+# ---- delivery to groups ----------------------------------------------------------------------------
+
+
+async def test_the_limiter_holds_a_group_to_twenty_messages_a_minute_and_private_chats_are_not_held() -> None:
+    now = [1000.0]
+    limiter = DeliveryLimiter(overall_per_second=1000.0, per_chat_interval=0.0, monotonic=lambda: now[0])
+    for _ in range(20):
+        now[0] += 0.5
+        await asyncio.wait_for(limiter.acquire(GROUP, True), 0.5)
+    for _ in range(25):
+        now[0] += 0.01
+        await asyncio.wait_for(limiter.acquire(42, True), 0.5)  # a private chat: no per-minute cap
+    waiting = asyncio.ensure_future(limiter.acquire(GROUP, False))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # the 21st message within a minute waits, interactive or not
+    waiting.cancel()
+    now[0] += 50.6  # a minute after the first of the twenty
+    await asyncio.wait_for(limiter.acquire(GROUP, True), 0.5)
+
+
+# ---- overlap ---------------------------------------------------------------------------------------
+
+
+async def test_two_connects_overlapping_leave_one_project_in_the_chat(tmp_path: Path) -> None:
+    async with project_portal(tmp_path) as h:
+        h.b24.add_workgroup(13, "Mobile", owner=VERA)
+        await linked_as(h, 42, ANNA)
+        await linked_as(h, 44, VERA)
+        await in_group(h, 42, "/project 12")
+        anna = markup(h)[0][0]["callback_data"]
+        await in_group(h, 44, "/project 13")
+        vera = markup(h)[0][0]["callback_data"]
+        held = Scripted.held().only_for(lambda method, params: method == "sonet_group.user.get" and str(params.get("ID")) == "12")
+        h.b24.push(held)
+        async with h.polling():
+            h.tg.push_many(h.tg.callback(42, anna, 7001, chat_id=GROUP), h.tg.callback(44, vera, 7002, chat_id=GROUP))
+            assert await asyncio.to_thread(held.arrived.wait, 5)  # Anna's Connect has read, not yet decided
+            assert await asyncio.to_thread(h.tg.wait_for, lambda: len(edits(h)) == 1)
+            assert "now follows <b>Mobile</b>" in edits(h)[-1]
+            held.gate.set()
+            assert await asyncio.to_thread(h.tg.wait_for, lambda: len(edits(h)) == 2)
+        assert "already follows Mobile" in edits(h)[-1]
+        binding = await project_store.get(h.storage.db, GROUP)
+        assert binding is not None and binding.group_id == 13 and binding.binder_bitrix_user_id == VERA
+        assert await tdb.rows(h.storage, "SELECT * FROM project_offers") == []
+
+
+async def test_project_off_while_the_digest_reads_sends_no_digest(tmp_path: Path) -> None:
+    async with project_portal(tmp_path) as h:
+        await bound(h)
+        late(h, 1, 100)
+        h.clock.advance(hours=3)
+        held = Scripted.held().only_for(lambda method, params: method == "tasks.task.list")
+        h.b24.push(held)
+        digest = asyncio.ensure_future(h.services.projects.digest_tick())
+        assert await asyncio.to_thread(held.arrived.wait, 5)
+        assert "no longer follows" in (await in_group(h, 42, "/project off"))[0]
+        held.gate.set()
+        assert await digest == 0
+        await h.flush()
+        assert digests_in(h) == [] and await tdb.rows(h.storage, "SELECT * FROM project_digest_log") == []
+        assert [r for r in await tdb.outbox_rows(h.storage) if r["kind"] == "project_digest"] == []
+
+
+async def test_a_project_digest_in_a_spring_forward_gap_fires_shifted_by_the_gap(tmp_path: Path) -> None:
+    async with project_portal(tmp_path) as h:
+        await bound(h)
+        await in_group(h, 42, "/project timezone America/New_York")
+        await in_group(h, 42, "/project digest 2:30 daily")
+        late(h, 1, 100)
+        h.clock.advance(days=6, hours=1, minutes=29)  # Sunday 8 March 07:29 UTC: 02:30 local does not exist today
+        assert await tick(h) == 0  # only Saturday's, long past: recorded as skipped
+        h.clock.advance(minutes=1)  # 07:30 UTC = 03:30 EDT: 02:30 shifted by the gap
+        assert await tick(h) == 1
+        dates = [(r["local_date"], r["status"]) for r in await project_store.log_rows(h.storage.db, GROUP)]
+        assert dates == [("2026-03-07", "skipped"), ("2026-03-08", "sent")]
+
+
+async def test_at_most_ten_project_tries_an_hour_per_person(tmp_path: Path) -> None:
+    async with project_portal(tmp_path) as h:
+        await linked_as(h, 43, BORIS)
+        for n in range(10):
+            assert await in_group(h, 43, f"/project {20 + n}") == [REFUSAL]
+        before = len(sonet(h))
+        (answer,) = await in_group(h, 43, "/project 12")
+        assert "Too many /project tries" in answer and len(sonet(h)) == before
+        h.clock.advance(hours=1, seconds=1)
+        assert await in_group(h, 43, "/project 12") == [REFUSAL]
