@@ -232,7 +232,15 @@ class Projects:
         """`/project off`: the chat stops following its project."""
         async with self._storage.transaction() as db:
             existed = await store.delete(db, chat_id)
+            await self._drop_queued(db, chat_id, "binding ended")
         return Said(t(lang, "project_off" if existed else "project_not_bound"))
+
+    async def _drop_queued(self, db: Db, chat_id: int, reason: str) -> None:
+        """Withdraw what is still queued to a chat (its digest log rows say dropped)."""
+        queued = await outbox.queued_to_chat(db, chat_id)
+        await outbox.drop(db, queued, self._clock.timestamp(), reason)
+        for row_id in queued:
+            await store.set_log_outcome(db, row_id, "dropped")
 
     async def change(self, chat_id: int, change: Callable[[UserSettings], Change]) -> Binding | None:
         """Apply a pure settings change to the chat's digest settings, re-read in the same transaction.
@@ -400,10 +408,7 @@ class Projects:
                 return False
             await store.set_flags(db, chat_id, removed=0 if present else 1)
             if not present:
-                queued = await outbox.queued_to_chat(db, chat_id)
-                await outbox.drop(db, queued, self._clock.timestamp(), "removed from the chat")
-                for row_id in queued:
-                    await store.set_log_outcome(db, row_id, "dropped")
+                await self._drop_queued(db, chat_id, "removed from the chat")
         log.info("chat_id=%d: the bot was %s; its binding is %s", chat_id, "added back" if present else "removed",
                  "active again" if present else "inactive")
         return True

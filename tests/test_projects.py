@@ -371,8 +371,13 @@ async def test_project_off_ends_the_binding_for_an_owner_and_stats_lists_binding
         await linked_as(h, 43, BORIS)
         assert "Only an owner" in (await in_group(h, 43, "/project off"))[0]
         assert await project_store.get(h.storage.db, GROUP) is not None
+        late(h, 1, 100)
+        h.clock.advance(hours=3)
+        assert await h.services.projects.digest_tick() == 1  # queued, not yet sent
         (admin_off,) = await h.say(1, f"/project off {GROUP}")
         assert "no longer follows" in admin_off and await project_store.get(h.storage.db, GROUP) is None
+        await h.flush()
+        assert digests_in(h) == []  # what was queued to the chat is withdrawn with the binding
 
 
 # ---- chat life -------------------------------------------------------------------------------------
