@@ -67,14 +67,14 @@ def project_task_line(
 
 def render_view(
     lang: str, group_id: int, group_name: str, tasks: Sequence[Task], names: Mapping[int, str],
-    short: Mapping[int, str], *, portal_url: str, now: datetime, read_at: datetime,
+    short: Mapping[int, str], *, total: int | None = None, portal_url: str, now: datetime, read_at: datetime,
 ) -> str:
     """The on-demand view: name, count, the 10 most overdue with their responsible person, By person, when read."""
     name = cut(group_name, PROJECT_MAX)
     updated = "<i>" + t(lang, "counters_updated", time=read_at.strftime("%H:%M")) + "</i>"
     if not tasks:
         return "\n".join([t(lang, "project_view_none", project=name), updated])
-    head: list[str] = [t(lang, "project_view_title", project=name, n=len(tasks))]
+    head: list[str] = [t(lang, "project_view_title", project=name, n=max(total or 0, len(tasks)))]
     items = [
         project_task_line(lang, task, group_id, names, portal_url=portal_url, now=now) for task in tasks[:VIEW_TASKS]
     ]
@@ -83,11 +83,11 @@ def render_view(
 
 def render_digest(
     lang: str, group_id: int, group_name: str, tasks: Sequence[Task], names: Mapping[int, str],
-    short: Mapping[int, str], previous: int | None, *, portal_url: str, now: datetime,
+    short: Mapping[int, str], previous: int | None, *, total: int | None = None, portal_url: str, now: datetime,
 ) -> str:
     """The project digest: name, count with the change since the last digest sent, the 5 most overdue, By person."""
     name = cut(group_name, PROJECT_MAX)
-    count = len(tasks)
+    count = max(total or 0, len(tasks))
     change = ""
     if previous is not None and previous != count:
         change = " " + t(lang, "project_digest_change", delta=f"{count - previous:+d}")

@@ -64,6 +64,7 @@ class ProjectRead:
     names: dict[int, str]
     short: dict[int, str]
     read_at: float
+    total: int  # the list's total (more than the rows read when over MAX_PAGES pages)
 
 
 class FilterIgnored(Exception):
@@ -265,6 +266,7 @@ class Projects:
             now = self._clock.now()
             deadline = INTERACTIVE_DEADLINE if priority == Priority.USER else None
             tasks: list[Task] = []
+            total: int | None = None
             start = 0
             for _ in range(MAX_PAGES):
                 page = await self._bitrix.project_overdue_page(group_id, now, start=start, deadline=deadline, priority=priority)
@@ -272,11 +274,12 @@ class Projects:
                     await self._on_ignored_filter()
                     raise FilterIgnored(group_id)
                 tasks.extend(page.tasks)
+                total = page.total if total is None else total
                 if page.next_start is None or not page.tasks:
                     break
                 start = page.next_start
             names, short = await self._names_of([t.responsible_id for t in tasks if t.responsible_id is not None])
-            return ProjectRead(tuple(tasks), names, short, self._clock.timestamp())
+            return ProjectRead(tuple(tasks), names, short, self._clock.timestamp(), max(total or 0, len(tasks)))
 
         read = await self._reads.read(group_id, "project", READ_WINDOW, fetch)
         return read.value
@@ -303,7 +306,7 @@ class Projects:
         read = await self.read(binding.group_id)
         lang = binding.lang
         text = project_view.render_view(
-            lang, binding.group_id, binding.group_name, read.tasks, read.names, read.short,
+            lang, binding.group_id, binding.group_name, read.tasks, read.names, read.short, total=read.total,
             portal_url=self._settings.bitrix24_portal_url, now=self._clock.now(),
             read_at=datetime.fromtimestamp(read.read_at, UTC).astimezone(binding.settings.tz()),
         )
@@ -508,13 +511,13 @@ class Projects:
                 return 0
             previous = await store.last_sent_overdue(db, fresh.chat_id)
             text = project_view.render_digest(
-                fresh.lang, fresh.group_id, fresh.group_name, read.tasks, read.names, read.short, previous,
+                fresh.lang, fresh.group_id, fresh.group_name, read.tasks, read.names, read.short, previous, total=read.total,
                 portal_url=self._settings.bitrix24_portal_url, now=now,
             )
             markup = project_view.refresh_keyboard(fresh.lang).to_json()
             (outbox_id,) = await outbox.enqueue(db, [_chat_message(fresh, DIGEST_KIND, text, markup, stamp)], now.timestamp())
             await store.log_insert(
-                db, fresh.chat_id, again.local_date, stamp, "queued", overdue=len(read.tasks), outbox_id=outbox_id
+                db, fresh.chat_id, again.local_date, stamp, "queued", overdue=read.total, outbox_id=outbox_id
             )
         return 1
 
