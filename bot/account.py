@@ -16,7 +16,9 @@ from bot import alerts as alert_rules
 from bot.config import Settings
 from bot.model import UserSettings
 from bot.preferences import Change
+from bot.projects import suspend_binder_bindings
 from bot.storage import Db, OutgoingMessage, Storage, User, alerts, digests, limits, links, outbox, task_members, users
+from bot.storage import projects as project_store
 from bot.storage import settings as user_settings
 from bot.texts import pick_language, t
 
@@ -34,6 +36,8 @@ async def drop_messages(db: Db, rows: list[tuple[int, str]], now: float, reason:
     for row_id, kind in rows:
         if kind == "digest":
             await digests.set_outcome(db, row_id, "dropped")
+        elif kind == "project_digest":
+            await project_store.set_log_outcome(db, row_id, "dropped")
 
 
 class Clock(Protocol):
@@ -194,11 +198,14 @@ class Accounts:
             drop(telegram_user_id)
 
     async def forget(self, telegram_user_id: int) -> None:
-        """Delete every row about a user except limit records (which expire on their own)."""
+        """Delete every row about a user except limit records (which expire on their own); suspend their bindings."""
         self._link_ended(telegram_user_id)
         async with self._storage.transaction() as db:
             await self._forget_task_members(db, telegram_user_id)
             await users.delete(db, telegram_user_id)
+            told = await suspend_binder_bindings(db, telegram_user_id, self._clock.timestamp())
+        if told:
+            self.wake()
 
     @staticmethod
     async def _forget_task_members(db: Db, telegram_user_id: int) -> None:

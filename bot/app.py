@@ -8,7 +8,7 @@ from typing import Any
 
 from telegram import BotCommand, LinkPreviewOptions
 from telegram.constants import ParseMode
-from telegram.error import InvalidToken, NetworkError, RetryAfter, TimedOut
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest, HTTPXRequest
 
@@ -54,6 +54,7 @@ def build_application(
     )
     app = builder.build()
     app.bot_data["services"] = services
+    services.projects.member_check = _member_check(app)
     # APScheduler 3 skips a run that starts more than 1 s late; a busy loop must not lose a poll.
     job_queue = jobs.job_queue_of(app)
     job_queue.scheduler.configure(
@@ -62,6 +63,26 @@ def build_application(
     )
     handlers.register(app)
     return app
+
+
+def _member_check(app: Application) -> Any:
+    """getChatMember as the project re-check asks it: in the chat, not in it, or None when Telegram did not say."""
+
+    async def check(chat_id: int, telegram_user_id: int) -> bool | None:
+        try:
+            member = await app.bot.get_chat_member(chat_id, telegram_user_id)
+        except BadRequest:
+            return False  # "user not found", "chat not found": not a member there
+        except Forbidden:
+            return False  # the bot is no longer in the chat
+        except TelegramError as err:
+            log.warning("getChatMember for chat_id=%d failed (%s); re-checked later", chat_id, type(err).__name__)
+            return None
+        if member.status in ("creator", "administrator", "member"):
+            return True
+        return member.status == "restricted" and bool(getattr(member, "is_member", False))
+
+    return check
 
 
 async def initialize_with_retry(app: Application, stop: asyncio.Event) -> bool:

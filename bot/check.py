@@ -246,6 +246,10 @@ async def _check_bitrix(settings: Settings, client: BitrixClient, line: Callable
             line("FAIL", "scope", "the webhook lacks scopes: " + ", ".join(missing))
         else:
             line("OK", "scope", "task, user and im are granted")
+        if settings.link_verification == "none":
+            line("WARN", "projects", "project chats are off with LINK_VERIFICATION=none")
+        elif "sonet_group" not in scopes:
+            line("WARN", "projects", "the webhook lacks the optional scope sonet_group: project chats stay off")
     except BitrixError as err:
         line("FAIL", "scope", err.text("en"))
     await _check_task_filter(client, line)

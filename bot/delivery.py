@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,20 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from telegram import InlineKeyboardMarkup
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import BaseRateLimiter, ExtBot
 
 from bot.account import drop_messages
 from bot.storage import OutboxRow, Storage, digests, outbox
+from bot.storage import projects as project_store
 from bot.supervise import WorkerHealth
 
 if TYPE_CHECKING:
     from bot.account import Accounts
+    from bot.projects import Projects
 
 log = logging.getLogger(__name__)
 
 LIMITED_ENDPOINTS = frozenset({"sendMessage", "editMessageText", "sendPhoto", "sendDocument"})
 ALERT_MAX_AGE_SECONDS = 3600.0
+GROUP_PER_MINUTE = 20  # Telegram allows about 20 messages a minute per group (SPEC 13)
 
 
 class Withdrawn(Exception):
@@ -71,7 +75,7 @@ def certainly_not_delivered(err: BaseException) -> bool:
 
 
 class DeliveryLimiter(BaseRateLimiter[Bulk]):
-    """25 messages/s overall and 1/s per chat, shared by interactive and bulk; interactive goes first.
+    """25 messages/s overall, 1/s per chat and 20/min per group, shared by interactive and bulk; interactive goes first.
 
     PTB's AIORateLimiter has no per-private-chat limit and no priorities, so this small one
     plugs into the same hook (`ApplicationBuilder.rate_limiter`).
@@ -84,7 +88,10 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
         *,
         monotonic: Callable[[], float] = time.monotonic,
         max_retries: int = 3,
+        group_per_minute: int = GROUP_PER_MINUTE,
     ) -> None:
+        self._group_per_minute = group_per_minute
+        self._group_sends: dict[Any, deque[float]] = {}  # group chat_id -> its sends in the last minute
         self._spacing = 1.0 / overall_per_second
         self._per_chat = per_chat_interval
         self._monotonic = monotonic
@@ -118,6 +125,7 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
                         self._next_slot - now,
                         self._chat_next.get(chat_id, 0.0) - now,
                         self._paused_until - now,
+                        self._group_wait(chat_id, now),
                     )
                     if wait <= 0 and bulk and self._interactive_ready(now):
                         # An interactive send could take this slot: let it (it notifies when it has).
@@ -130,6 +138,8 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
                             self._next_slot = now
                         self._next_slot += self._spacing
                         self._chat_next[chat_id] = now + self._per_chat
+                        if _is_group(chat_id):
+                            self._group_sends.setdefault(chat_id, deque()).append(now)
                         if len(self._chat_next) > 50_000:
                             self._chat_next = {k: v for k, v in self._chat_next.items() if v > now}
                         return
@@ -143,6 +153,18 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
                     if not self._interactive_waiting[chat_id]:
                         del self._interactive_waiting[chat_id]
                 self._cond.notify_all()
+
+    def _group_wait(self, chat_id: Any, now: float) -> float:
+        """Seconds until a group may get another message: 20 in any minute."""
+        sends = self._group_sends.get(chat_id)
+        if not sends:
+            return 0.0
+        while sends and now - sends[0] >= 60.0:
+            sends.popleft()
+        if not sends:
+            del self._group_sends[chat_id]
+            return 0.0
+        return sends[0] + 60.0 - now if len(sends) >= self._group_per_minute else 0.0
 
     def _interactive_ready(self, now: float) -> bool:
         """Whether an interactive send waits whose chat's second is over (a pause holds everyone alike).
@@ -189,6 +211,11 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
         self._chat_next[chat_id] = max(self._chat_next.get(chat_id, 0.0), self._monotonic() + self._per_chat)
 
 
+def _is_group(chat_id: Any) -> bool:
+    """Group and supergroup chat ids are negative (private chats are the user's positive id)."""
+    return isinstance(chat_id, int) and chat_id < 0
+
+
 class OutboxWorker:
     """Sends queued bulk messages: queued -> sending (committed just before the call) -> sent/failed.
 
@@ -205,6 +232,7 @@ class OutboxWorker:
         metrics: Any,
         accounts: Accounts,
         *,
+        projects: Projects | None = None,
         concurrency: int = 40,
         idle_wait: float = 1.0,
         health: WorkerHealth | None = None,
@@ -214,6 +242,7 @@ class OutboxWorker:
         self._clock = clock
         self._metrics = metrics
         self._accounts = accounts
+        self._projects = projects
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._idle_wait = idle_wait
@@ -246,6 +275,8 @@ class OutboxWorker:
             for row_id, _, kind in rows:
                 if kind == "digest":
                     await digests.set_outcome(db, row_id, "failed")
+                elif kind == "project_digest":
+                    await project_store.set_log_outcome(db, row_id, "failed")
         for row_id, telegram_user_id, kind in rows:
             log.warning(
                 "outbox message %d (%s) to telegram_user_id=%s was in flight at a crash: outcome unknown, not resent",
@@ -259,6 +290,8 @@ class OutboxWorker:
             kind = await outbox.finish(db, row_id, status, self._clock.timestamp(), error)
             if kind == "digest":
                 await digests.set_outcome(db, row_id, status)
+            elif kind == "project_digest":
+                await project_store.set_log_outcome(db, row_id, status)
 
     async def run(self) -> None:
         """Loop until stop(): pick due rows, send them concurrently, one at a time per chat."""
@@ -409,15 +442,28 @@ class OutboxWorker:
         markup = InlineKeyboardMarkup.de_json(json.loads(row.reply_markup), self._bot) if row.reply_markup else None
         try:
             await self._bot.send_message(
-                chat_id=row.chat_id, text=row.text, reply_markup=markup, rate_limit_args=Bulk(mark_sending)
+                chat_id=row.chat_id, text=row.text, reply_markup=markup, message_thread_id=row.message_thread_id,
+                rate_limit_args=Bulk(mark_sending),
             )
         except Withdrawn:
             log.info("outbox message %d was withdrawn while it waited for a slot; not sent", row.id)
         except Postponed:
             log.info("outbox message %d stays queued: shutting down", row.id)
+        except ChatMigrated as err:
+            # Telegram refused it (400 with migrate_to_chat_id): it certainly did not arrive, so it
+            # goes again to the supergroup, with the binding, its log and the other queued rows.
+            new_chat_id = int(err.new_chat_id)
+            if self._projects is not None:
+                await self._projects.migrate(row.chat_id, new_chat_id)
+            async with self._storage.transaction() as db:
+                await outbox.move_row(db, row.id, new_chat_id)
+            self._metrics.messages.labels("retried").inc()
+            log.info("outbox message %d: chat_id=%d became chat_id=%d; sent again there", row.id, row.chat_id, new_chat_id)
         except Forbidden as err:
             await self.finish(row.id, "failed", "forbidden")
             self._metrics.messages.labels("failed").inc()
+            if row.telegram_user_id is None and self._projects is not None:
+                await self._projects.chat_membership(row.chat_id, False)
             if row.telegram_user_id is not None:
                 log.info("telegram_user_id=%d cannot be messaged (%s): marked inactive", row.telegram_user_id, type(err).__name__)
                 await self._accounts.set_blocked(row.telegram_user_id, True)

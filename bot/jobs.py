@@ -54,10 +54,22 @@ async def digest_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     await _supervisor(services).guard("digests", services.coordinator.digest_tick)
 
 
+async def project_digest_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Queue the project digests that fall due (SPEC 13): its own job, beside the personal digests."""
+    services = context.application.bot_data["services"]
+    await _supervisor(services).guard("project_digests", services.projects.digest_tick)
+
+
 async def recheck_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     """Daily: unlink users no longer active in Bitrix24."""
     services = context.application.bot_data["services"]
     await _supervisor(services).guard("recheck", services.coordinator.recheck_links)
+
+
+async def project_recheck_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Daily per binding: the binder is still accountable and the project still there (SPEC 13)."""
+    services = context.application.bot_data["services"]
+    await _supervisor(services).guard("project_recheck", services.projects.recheck)
 
 
 def job_queue_of(app: Application) -> JobQueue:
@@ -70,7 +82,9 @@ def job_queue_of(app: Application) -> JobQueue:
 async def housekeeping_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     """Delete rows whose window has ended (old outbox rows, digest logs, codes, limit records)."""
     services = context.application.bot_data["services"]
-    await _supervisor(services).guard("housekeeping", services.coordinator.housekeeping)
+    supervisor = _supervisor(services)
+    await supervisor.guard("housekeeping", services.coordinator.housekeeping)
+    await supervisor.guard("project_housekeeping", lambda: services.projects.housekeeping(services.clock.now()))
 
 
 async def start(app: Application) -> None:
@@ -81,7 +95,8 @@ async def start(app: Application) -> None:
         supervisor = Supervisor(services.metrics.worker_errors)
         services.supervisor = supervisor
     worker = OutboxWorker(
-        services.storage, app.bot, services.clock, services.metrics, services.accounts, health=supervisor.worker("outbox")
+        services.storage, app.bot, services.clock, services.metrics, services.accounts, projects=services.projects,
+        health=supervisor.worker("outbox"),
     )
     services.outbox = worker
     await worker.recover()
@@ -90,7 +105,9 @@ async def start(app: Application) -> None:
     jq = job_queue_of(app)
     jq.run_once(poll_job, 1.0, name="poll")
     jq.run_repeating(digest_job, DIGEST_TICK_SECONDS, first=5.0, name="digests")
+    jq.run_repeating(project_digest_job, DIGEST_TICK_SECONDS, first=7.0, name="project-digests")
     jq.run_repeating(recheck_job, RECHECK_SECONDS, first=600.0, name="recheck")
+    jq.run_repeating(project_recheck_job, RECHECK_SECONDS, first=660.0, name="project-recheck")
     jq.run_repeating(housekeeping_job, HOUSEKEEPING_SECONDS, first=300.0, name="housekeeping")
     if services.settings.health_port:
         server = await health.serve(app, services.settings.health_port)

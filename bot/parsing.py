@@ -42,6 +42,8 @@ ERR_PAUSE_FORMAT = "pause_format_invalid"  # (none)
 ERR_PAUSE_DAYS = "pause_days_out_of_range"  # min, max
 ERR_PAUSE_DATE = "pause_date_out_of_range"  # first, last: ISO dates (tomorrow, today + 365)
 ERR_ROLE = "role_unknown"  # choices ("all, doing, helping, following, created")
+ERR_PROJECT_TARGET = "project_target_invalid"  # (none): neither a project ID nor its URL
+ERR_PROJECT_HOST = "project_url_wrong_host"  # hosts: the allowed hosts, comma-separated
 
 # Every key above, for tests and for texts.py to check it has a text for each.
 ALL_KEYS: tuple[str, ...] = tuple(v for k, v in dict(globals()).items() if k.startswith("ERR_"))
@@ -56,6 +58,7 @@ EXAMPLE_LANGUAGE = "/language ru"
 EXAMPLE_PAUSE = "/pause 7"
 EXAMPLE_COUNTERS = "/counters doing"
 EXAMPLE_TASKS = "/tasks doing"
+EXAMPLE_PROJECT = "/project 12"
 
 MAX_INPUT_CHARS = 200  # all arguments of one command together; real input is far shorter
 MAX_LINK_CHARS = 500
@@ -539,3 +542,79 @@ def parse_counters_role(args: Sequence[str]) -> str | None:
     if len(words) != 1 or words[0] not in _ROLE_WORDS:
         raise ParseError(ERR_ROLE, EXAMPLE_COUNTERS, choices="all, doing, helping, following, created")
     return _ROLE_WORDS[words[0]]
+
+
+# ---- /project (SPEC 13) --------------------------------------------------------------------------
+
+_GROUP_PATH = re.compile(r"/workgroups/group/([0-9]{1,12})(?:/.*)?", re.ASCII)
+
+
+@dataclass(frozen=True)
+class ProjectView:
+    """`/project` alone: the bound project's view."""
+
+
+@dataclass(frozen=True)
+class ProjectBind:
+    """`/project <id | URL>`: offer to connect this workgroup."""
+
+    group_id: int
+
+
+@dataclass(frozen=True)
+class ProjectOff:
+    """`/project off`: end the chat's binding."""
+
+
+@dataclass(frozen=True)
+class ProjectSetting:
+    """`/project digest|timezone|language ...`: one of the chat's digest settings; `args` go to that parser."""
+
+    what: Literal["digest", "timezone", "language"]
+    args: tuple[str, ...]
+
+
+ProjectCommand = ProjectView | ProjectBind | ProjectOff | ProjectSetting
+
+
+def _group_id(digits: str) -> int:
+    value = int(digits)
+    if not 1 <= value <= MAX_BITRIX_ID:
+        raise ParseError(ERR_PROJECT_TARGET, EXAMPLE_PROJECT)
+    return value
+
+
+def parse_project(args: Sequence[str], portal_hosts: Collection[str]) -> ProjectCommand:
+    """Parse `/project [<id> | <https://portal/workgroups/group/<id>/> | off | digest … | timezone … | language …]`."""
+    if isinstance(args, str) or not all(isinstance(a, str) for a in args):
+        raise ParseError(ERR_BAD_CHARACTERS, EXAMPLE_PROJECT)
+    text = _check_text(" ".join(args), EXAMPLE_PROJECT, MAX_LINK_CHARS)
+    words = text.split()
+    if not words:
+        return ProjectView()
+    head = words[0].lower()
+    if head in ("digest", "timezone", "language"):
+        return ProjectSetting(head, tuple(words[1:]))  # type: ignore[arg-type]
+    if len(words) != 1:
+        raise ParseError(ERR_PROJECT_TARGET, EXAMPLE_PROJECT)
+    if head == "off":
+        return ProjectOff()
+    if re.fullmatch(r"[0-9]{1,12}", head, re.ASCII):
+        return ProjectBind(_group_id(head))
+    if not head.startswith(("http://", "https://")):
+        raise ParseError(ERR_PROJECT_TARGET, EXAMPLE_PROJECT)
+    hosts = {h.strip().lower().rstrip("/") for h in portal_hosts if h and h.strip()}
+    try:
+        parts = urlsplit(words[0])
+        hostname, port = parts.hostname, parts.port
+    except ValueError as err:
+        raise ParseError(ERR_PROJECT_TARGET, EXAMPLE_PROJECT) from err
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not hostname or "@" in parts.netloc:
+        raise ParseError(ERR_PROJECT_TARGET, EXAMPLE_PROJECT)
+    if not _host_matches(scheme, hostname.lower(), port, hosts):
+        raise ParseError(ERR_PROJECT_HOST, EXAMPLE_PROJECT, hosts=", ".join(sorted(hosts)))
+    m = _GROUP_PATH.fullmatch(parts.path)
+    if not m:
+        raise ParseError(ERR_PROJECT_TARGET, EXAMPLE_PROJECT)
+    return ProjectBind(_group_id(m.group(1)))

@@ -15,6 +15,7 @@ from bot.coordinator import Coordinator
 from bot.events import EventsServer, EventWork, Verdict
 from bot.linking import Linker
 from bot.metrics import Metrics
+from bot.projects import Projects
 from bot.reader import CounterReader
 from bot.storage import Storage
 from bot.tasks import TaskLists
@@ -49,6 +50,9 @@ class Services:
         )
         self.accounts.link_ended.append(self.team.forget)  # a user's team cache goes with their link (SPEC 12)
         self.coordinator.team = self.team
+        self.projects = Projects(
+            self.settings, self.storage, self.bitrix, self.clock, self.wake_outbox, self.coordinator.task_filter_ignored
+        )
         # Bitrix24 events (SPEC 14): the work exists only when the outbound webhook's token is set;
         # the listener is started with the jobs.
         self.events: EventWork | None = None

@@ -12,7 +12,7 @@ from bot.bitrix.results import Task, TaskPage
 from bot.reader import WINDOW_SECONDS, SharedReads
 from bot.tasklist import block_of, page_count
 
-__all__ = ["OVERDUE_STATUSES", "TaskListView", "TaskLists", "TaskListsUnavailable", "row_fits"]
+__all__ = ["OVERDUE_STATUSES", "TaskListView", "TaskLists", "TaskListsUnavailable", "project_row_fits", "row_fits"]
 
 BLOCK_FREE_SECONDS = 60.0  # SPEC 11: pages inside a fetched block of 50 are free for 60 s
 
@@ -47,6 +47,15 @@ def row_fits(task: Task, bitrix_user_id: int, role: str, now: datetime) -> bool:
     if role == "view_role_originator":
         return creator and task.created_by != task.responsible_id
     return False
+
+
+def project_row_fits(task: Task, group_id: int, now: datetime) -> bool:
+    """Whether a listed row is an overdue task of this project (SPEC 13): its group, status 2/3, deadline before now."""
+    if task.group_id != group_id or task.status not in OVERDUE_STATUSES:
+        return False
+    if task.deadline is None:
+        return task.deadline_unreadable
+    return task.deadline < now
 
 
 class TaskListsUnavailable(Exception):

@@ -42,6 +42,7 @@ COMMANDS: dict[str, list[tuple[str, str]]] = {
         ("language", "Language"),
         ("pause", "Pause digests and alerts"),
         ("resume", "End the pause"),
+        ("project", "In a group: follow a Bitrix24 project"),
         ("link", "Link your Bitrix24 account"),
         ("unlink", "Unlink your account"),
         ("forget", "Delete everything about me"),
@@ -59,6 +60,7 @@ COMMANDS: dict[str, list[tuple[str, str]]] = {
         ("language", "Язык"),
         ("pause", "Приостановить сводки и оповещения"),
         ("resume", "Снять паузу"),
+        ("project", "В группе: следить за проектом Битрикс24"),
         ("link", "Привязать аккаунт Битрикс24"),
         ("unlink", "Отвязать аккаунт"),
         ("forget", "Удалить все данные обо мне"),
@@ -90,33 +92,35 @@ TEXTS: dict[str, dict[str, str]] = {
             "<b>Commands</b>\n"
             "/counters [all|doing|helping|following|created] — your task counters\n"
             "/tasks [role] — your overdue tasks\n"
-            "/team — your team, for heads\n"
-            "/link &lt;ID | e-mail | profile URL&gt; — link your Bitrix24 account\n"
+            "/team — heads: your team\n"
+            "/link &lt;ID | e-mail | profile URL&gt; — link your account\n"
             "/verify 123456 — confirm the code from Bitrix24\n"
-            "/settings — all settings with buttons\n"
+            "/settings — all settings\n"
             "/digest 9:00 mon-fri | off | on | now | empty on|off\n"
             "/alerts overdue 3 | comments 10 | overdue off | off | on\n"
             "/quiet 22:00-08:00 | off\n"
             "/timezone Europe/Moscow | UTC+3\n"
             "/language en | ru\n"
             "/pause 7 | 2026-12-31, /resume\n"
-            "/unlink — stop all messages; /forget — also delete everything about you"
+            "/project 12 — in a group: follow a project\n"
+            "/unlink — stop all messages; /forget — also delete your data"
         ),
         "ru": (
             "<b>Команды</b>\n"
             "/counters [all|doing|helping|following|created] — счётчики задач\n"
             "/tasks [роль] — просроченные задачи\n"
-            "/team — ваша команда, для руководителей\n"
-            "/link &lt;ID | e-mail | ссылка на профиль&gt; — привязать Битрикс24\n"
-            "/verify 123456 — подтвердить код из Битрикс24\n"
-            "/settings — все настройки с кнопками\n"
+            "/team — команда (руководителям)\n"
+            "/link &lt;ID | e-mail | ссылка на профиль&gt; — привязать аккаунт\n"
+            "/verify 123456 — ввести код из Битрикс24\n"
+            "/settings — все настройки\n"
             "/digest 9:00 пн-пт | off | on | now | empty on|off\n"
             "/alerts overdue 3 | comments 10 | overdue off | off | on\n"
             "/quiet 22:00-08:00 | off\n"
             "/timezone Europe/Moscow | UTC+3\n"
             "/language en | ru\n"
             "/pause 7 | 2026-12-31, /resume\n"
-            "/unlink — прекратить все сообщения; /forget — ещё и удалить все данные о вас"
+            "/project 12 — в группе: следить за проектом\n"
+            "/unlink — прекратить сообщения; /forget — и удалить данные"
         ),
     },
     "private_bot": {
@@ -452,5 +456,137 @@ TEXTS.update(
         "settings_team": {"en": "Team line in the digest (heads): {value}", "ru": "Строка команды в сводке (руководителям): {value}"},
         "button_team_on": {"en": "Team in the digest: turn on", "ru": "Команда в сводке: включить"},
         "button_team_off": {"en": "Team in the digest: turn off", "ru": "Команда в сводке: выключить"},
+    }
+)
+
+# Project chats (SPEC 13).
+TEXTS.update(
+    {
+        "project_target_invalid": {
+            "en": "Give the project's ID or its address, e.g. https://portal/workgroups/group/12/.",
+            "ru": "Укажите ID проекта или его адрес, например https://portal/workgroups/group/12/.",
+        },
+        "project_url_wrong_host": {
+            "en": "That address is not on this portal ({hosts}).",
+            "ru": "Этот адрес не на нашем портале ({hosts}).",
+        },
+        "project_refused": {
+            "en": "Only a linked owner or moderator of the project can connect it here.",
+            "ru": "Подключить проект здесь может только его владелец или модератор с привязанным аккаунтом.",
+        },
+        "project_too_many": {
+            "en": "Too many /project tries this hour. Try again later.",
+            "ru": "Слишком много попыток /project за час. Попробуйте позже.",
+        },
+        "project_one_per_chat": {
+            "en": "This chat already follows {project}. One project per chat: /project off first.",
+            "ru": "Этот чат уже следит за проектом {project}. Один проект на чат: сначала /project off.",
+        },
+        "project_offer": {
+            "en": (
+                "Connect the Bitrix24 project <b>{project}</b> to this chat?\n"
+                "Everyone in this chat, now or joining later, will see the project's overdue tasks and who is "
+                "responsible for them (/project), and a digest at {time}, {days} ({zone}). No one's personal counters."
+            ),
+            "ru": (
+                "Подключить проект Битрикс24 <b>{project}</b> к этому чату?\n"
+                "Все в этом чате, сейчас и в будущем, увидят просроченные задачи проекта и ответственных за них "
+                "(/project), а также сводку в {time}, {days} ({zone}). Личных счётчиков здесь не будет."
+            ),
+        },
+        "project_offer_not_open": {
+            "en": "This project is not open: in Bitrix24 only its members see its tasks. Here everyone in the chat will.",
+            "ru": "Это закрытый проект: в Битрикс24 его задачи видят только участники. Здесь их увидят все в чате.",
+        },
+        "button_connect": {"en": "Connect", "ru": "Подключить"},
+        "button_cancel": {"en": "Cancel", "ru": "Отмена"},
+        "project_offer_lapsed": {
+            "en": "This offer has lapsed. Send /project again.",
+            "ru": "Предложение устарело. Отправьте /project ещё раз.",
+        },
+        "project_offer_cancelled": {"en": "Cancelled: nothing was connected.", "ru": "Отменено: ничего не подключено."},
+        "project_not_yours": {
+            "en": "Only the person who sent /project can answer this.",
+            "ru": "Ответить может только тот, кто отправил /project.",
+        },
+        "project_connected": {
+            "en": "This chat now follows <b>{project}</b>. /project shows its overdue tasks; the digest settings: /project digest.",
+            "ru": "Теперь этот чат следит за проектом <b>{project}</b>. /project — просроченные задачи; настройки сводки: /project digest.",
+        },
+        "project_off": {"en": "This chat no longer follows its project.", "ru": "Этот чат больше не следит за проектом."},
+        "project_not_bound": {"en": "This chat follows no project.", "ru": "Этот чат не следит ни за одним проектом."},
+        "project_usage": {
+            "en": "This chat follows no project. A project's owner or moderator connects it: <code>/project 12</code>.",
+            "ru": "Этот чат не следит за проектом. Подключает владелец или модератор проекта: <code>/project 12</code>.",
+        },
+        "project_suspended": {
+            "en": (
+                "⏸ Updates about {project} are paused: the person who connected it can no longer vouch for this chat. "
+                "Any linked owner or moderator of the project can take it over with /project &lt;ID&gt;."
+            ),
+            "ru": (
+                "⏸ Сообщения о проекте {project} приостановлены: подключивший его больше не может отвечать за этот чат. "
+                "Любой владелец или модератор проекта может продолжить: /project &lt;ID&gt;."
+            ),
+        },
+        "project_suspended_view": {
+            "en": "Updates about {project} are paused. An owner or moderator of the project can take it over with /project &lt;ID&gt;.",
+            "ru": "Сообщения о проекте {project} приостановлены. Владелец или модератор проекта может продолжить: /project &lt;ID&gt;.",
+        },
+        "project_gone": {
+            "en": "The project {project} no longer exists in Bitrix24: this chat stops following it.",
+            "ru": "Проекта {project} больше нет в Битрикс24: этот чат перестаёт за ним следить.",
+        },
+        "project_archived": {
+            "en": "The project {project} is archived in Bitrix24: its digest is paused until it is reopened.",
+            "ru": "Проект {project} в архиве Битрикс24: сводка приостановлена, пока его не вернут.",
+        },
+        "project_view_title": {"en": "<b>{project}</b>: {n} overdue", "ru": "<b>{project}</b>: просрочено {n}"},
+        "project_view_none": {"en": "<b>{project}</b>: nothing overdue.", "ru": "<b>{project}</b>: просроченных задач нет."},
+        "project_digest_title": {"en": "☀️ <b>{project}</b>: {n} overdue", "ru": "☀️ <b>{project}</b>: просрочено {n}"},
+        "project_digest_none": {"en": "☀️ <b>{project}</b>: nothing overdue.", "ru": "☀️ <b>{project}</b>: просроченных задач нет."},
+        "project_digest_change": {"en": "({delta} since the last digest)", "ru": "({delta} с прошлой сводки)"},
+        "project_by_person": {"en": "By person: {people}", "ru": "По людям: {people}"},
+        "project_who_may": {
+            "en": "Only an owner or moderator of the project, or a bot administrator, can change this.",
+            "ru": "Это может изменить только владелец или модератор проекта либо администратор бота.",
+        },
+        "project_scope": {
+            "en": "Project chats are off: the Bitrix24 administrator must add the sonet_group scope to the bot's webhook.",
+            "ru": "Чаты проектов выключены: администратор Битрикс24 должен добавить вебхуку бота право sonet_group.",
+        },
+        "project_disabled": {
+            "en": "Project chats are off on this bot (LINK_VERIFICATION=none).",
+            "ru": "Чаты проектов в этом боте выключены (LINK_VERIFICATION=none).",
+        },
+        "project_wrong_chat": {
+            "en": "Projects can be connected only to a group without a public @username.",
+            "ru": "Проект можно подключить только к группе без публичного @username.",
+        },
+        "project_private": {
+            "en": "/project works in a group: add me to your team's group and send <code>/project 12</code> there (the project's ID or address).",
+            "ru": "/project работает в группе: добавьте меня в группу команды и отправьте там <code>/project 12</code> (ID или адрес проекта).",
+        },
+        "project_anonymous": {
+            "en": "I do not take commands sent on behalf of a chat. Send it from your own account.",
+            "ru": "Я не принимаю команды от имени чата. Отправьте её от своего аккаунта.",
+        },
+        "project_refresh_failed": {"en": "Could not read Bitrix24 now.", "ru": "Не удалось прочитать Битрикс24."},
+        "project_current_zone": {"en": "The digest's time zone.", "ru": "Часовой пояс сводки."},
+        "project_current_language": {"en": "The chat's language.", "ru": "Язык чата."},
+        "project_saved": {
+            "en": "Saved. Project digest: {digest}, zone {zone}, empty digests {empty}, language {language}.",
+            "ru": "Сохранено. Сводка проекта: {digest}, пояс {zone}, пустые сводки: {empty}, язык {language}.",
+        },
+        "stats_projects": {"en": "Project chats: {n}", "ru": "Чаты проектов: {n}"},
+        "stats_project_line": {
+            "en": "chat {chat_id}: {project} (#{group_id}), binder {binder}, {state}",
+            "ru": "чат {chat_id}: {project} (#{group_id}), подключил {binder}, {state}",
+        },
+        "stats_project_active": {"en": "active", "ru": "активен"},
+        "stats_project_suspended": {"en": "suspended", "ru": "приостановлен"},
+        "stats_project_removed": {"en": "bot removed", "ru": "бот удалён из чата"},
+        "stats_project_archived": {"en": "project archived", "ru": "проект в архиве"},
+        "stats_more": {"en": "… and {n} more", "ru": "… и ещё {n}"},
     }
 )

@@ -97,7 +97,8 @@ class Harness:
     async def flush(self) -> None:
         """Run the outbox worker until every due bulk message has been handled."""
         worker = OutboxWorker(
-            self.storage, self.app.bot, self.clock, self.services.metrics, self.services.accounts, idle_wait=0.02
+            self.storage, self.app.bot, self.clock, self.services.metrics, self.services.accounts,
+            projects=self.services.projects, idle_wait=0.02,
         )
         self.services.outbox = worker
         task = asyncio.create_task(worker.run())

@@ -30,15 +30,22 @@ def statuses(lines: list[str]) -> dict[str, str]:
 
 
 async def test_healthy_setup_passes_with_warnings_only(tmp_path: Path) -> None:
+    b24 = FakeBitrix(webhook_code=WEBHOOK_CODE)
+    b24.scopes.add("sonet_group")
     status, lines = await check(
-        tmp_path, FakeTelegram(), FakeBitrix(webhook_code=WEBHOOK_CODE), DEFAULT_TIMEZONE="Europe/Moscow",
-        ADMIN_TELEGRAM_USER_IDS="5",
+        tmp_path, FakeTelegram(), b24, DEFAULT_TIMEZONE="Europe/Moscow", ADMIN_TELEGRAM_USER_IDS="5",
     )
     assert status == 0
     assert statuses(lines) == {
         "settings": "OK", "telegram": "OK", "bitrix24": "OK", "plan": "OK", "scope": "OK", "task": "OK",
         "team": "WARN", "admin": "OK", "http": "OK", "timezone": "OK", "admins": "WARN",
     }
+
+
+async def test_a_missing_sonet_group_scope_is_a_warning_naming_project_chats(tmp_path: Path) -> None:
+    status, lines = await check(tmp_path, FakeTelegram(), FakeBitrix(webhook_code=WEBHOOK_CODE), ADMIN_TELEGRAM_USER_IDS="5")
+    assert status == 0
+    assert "WARN projects: the webhook lacks the optional scope sonet_group: project chats stay off" in lines
 
 
 async def test_every_problem_gets_its_own_fail_line(tmp_path: Path) -> None:

@@ -554,4 +554,4 @@ def test_a_bare_string_instead_of_a_word_list_is_refused_cleanly() -> None:
 
 
 def test_every_error_key_is_a_distinct_string() -> None:
-    assert len(set(parsing.ALL_KEYS)) == len(parsing.ALL_KEYS) == 26
+    assert len(set(parsing.ALL_KEYS)) == len(parsing.ALL_KEYS) == 28

@@ -22,12 +22,14 @@ from bot.bitrix.results import (
     Operating,
     Task,
     TaskPage,
+    Workgroup,
     as_map,
     department_from,
     parse_counters,
     parse_task_page,
     to_int,
     user_from,
+    workgroup_from,
 )
 from bot.bitrix.transport import (
     BitrixStats,
@@ -129,6 +131,13 @@ def overdue_filter(bitrix_user_id: int, role: str, now: datetime) -> dict[str, A
     flt["<DEADLINE"] = now.isoformat(timespec="seconds")
     flt["REAL_STATUS"] = [2, 3]
     return flt
+
+
+def project_overdue_filter(group_id: int, now: datetime) -> dict[str, Any]:
+    """The tasks.task.list filter of a project's overdue tasks (SPEC 13): its group, `<DEADLINE` now, status 2/3."""
+    if now.utcoffset() is None:
+        raise ValueError("now must be aware")
+    return {"GROUP_ID": int(group_id), "<DEADLINE": now.isoformat(timespec="seconds"), "REAL_STATUS": [2, 3]}
 
 
 def _overdue_params(bitrix_user_id: int, role: str, now: datetime, start: int) -> dict[str, Any]:
@@ -569,6 +578,64 @@ class BitrixClient:
         )
         if result is False or result is None:
             raise BitrixMethodError("NOT_CREATED", method="im.notify.system.add")
+
+    # -- workgroups (scope sonet_group, SPEC 13) ----------------------------------------------
+
+    async def workgroup(self, group_id: int, *, deadline: float | None = None, priority: int | None = None) -> Workgroup | None:
+        """The workgroup with this ID, read as an administrator (`IS_ADMIN: "Y"`), or None when there is none.
+
+        Only an item with the asked ID counts: a portal that dropped the filter must not make
+        another group pass for this one.
+        """
+        result = await self._request(
+            "sonet_group.get",
+            {"FILTER": {"ID": int(group_id)}, "IS_ADMIN": "Y"},
+            deadline_at=self._deadline_at(deadline),
+            priority=_priority(priority, False),
+        )
+        items = result.get("result")
+        for raw in items if isinstance(items, list) else []:
+            group = workgroup_from(raw)
+            if group is not None and group.group_id == int(group_id):
+                return group
+        return None
+
+    async def workgroup_roles(self, group_id: int, *, deadline: float | None = None, priority: int | None = None) -> dict[int, str]:
+        """bitrix_user_id -> role (A owner, E moderator, K member) of a workgroup's active members."""
+        envelope = await self._request(
+            "sonet_group.user.get", {"ID": int(group_id)}, deadline_at=self._deadline_at(deadline),
+            priority=_priority(priority, False),
+        )
+        items = envelope.get("result")
+        roles: dict[int, str] = {}
+        for raw in items if isinstance(items, list) else []:
+            if not isinstance(raw, dict):
+                continue
+            bitrix_user_id = to_int(raw.get("USER_ID"))
+            role = str(raw.get("ROLE") or "").upper()
+            if bitrix_user_id is not None and role in ("A", "E", "K"):
+                roles[bitrix_user_id] = role
+        return roles
+
+    async def project_overdue_page(
+        self, group_id: int, now: datetime, *, start: int = 0, deadline: float | None = None, priority: int | None = None
+    ) -> TaskPage:
+        """One page (50 rows from `start`) of a project's overdue tasks, most overdue first; the caller checks each row."""
+        if start < 0 or start % TASK_PAGE:
+            raise ValueError("start must be a multiple of 50")
+        params = {
+            "filter": project_overdue_filter(group_id, now),
+            "select": list(TASK_SELECT),
+            "order": {"DEADLINE": "asc", "ID": "asc"},
+            "start": start,
+        }
+        envelope = await self._request(
+            TASKS_METHOD, params, deadline_at=self._deadline_at(deadline), priority=_priority(priority, False)
+        )
+        page = parse_task_page(envelope.get("result"), envelope.get("total"), envelope.get("next"), TASKS_METHOD)
+        if isinstance(page, BitrixError):
+            raise page
+        return page
 
     # -- task lists ---------------------------------------------------------------------
 

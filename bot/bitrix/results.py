@@ -103,6 +103,33 @@ def department_from(raw: Any) -> Department | None:
 
 
 @dataclass(frozen=True)
+class Workgroup:
+    """A Bitrix24 workgroup (project) as sonet_group.get returns it (reference 4)."""
+
+    group_id: int
+    name: str
+    opened: bool
+    visible: bool
+    closed: bool  # archived
+
+
+def workgroup_from(raw: Any) -> Workgroup | None:
+    """Build a Workgroup from a sonet_group.get item; None when it has no ID."""
+    if not isinstance(raw, dict):
+        return None
+    group_id = to_int(raw.get("ID"))
+    if group_id is None:
+        return None
+    return Workgroup(
+        group_id=group_id,
+        name=str(raw.get("NAME") or f"#{group_id}"),
+        opened=flag(raw.get("OPENED", True)),
+        visible=flag(raw.get("VISIBLE", True)),
+        closed=flag(raw.get("CLOSED", False)),
+    )
+
+
+@dataclass(frozen=True)
 class BatchResult:
     """What one `batch()` returned, keyed by command key."""
 

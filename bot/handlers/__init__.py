@@ -24,6 +24,7 @@ from bot.handlers.core import (
 )
 from bot.handlers.counters import counters_button, counters_command
 from bot.handlers.linking import forget_command, link_command, text_message, unlink_command, verify_command
+from bot.handlers.projects import project_button, project_command
 from bot.handlers.settings import (
     alerts_command,
     digest_command,
@@ -66,6 +67,8 @@ def register(app: Application) -> None:
     app.add_handler(CallbackQueryHandler(team_button, pattern=r"^tm:"))
     app.add_handler(CallbackQueryHandler(settings_button, pattern=r"^s:"))
     app.add_handler(CallbackQueryHandler(snooze_button, pattern=r"^z:"))
+    app.add_handler(CommandHandler("project", project_command))
+    app.add_handler(CallbackQueryHandler(project_button, pattern=r"^pj:"))
     app.add_handler(CommandHandler("stats", stats_command))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE, text_message))
     app.add_handler(MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, unknown_command))

@@ -20,7 +20,8 @@ from bot.texts import Html, t
 log = logging.getLogger(__name__)
 
 
-PUBLIC_IN_GROUPS = frozenset({"start", "help"})
+PUBLIC_IN_GROUPS = frozenset({"start", "help", "project"})
+GROUP_BUTTONS = "pj:"  # Connect, Cancel and the project refresh: the only buttons that work in groups
 
 
 def sender(update: Update) -> TgUser:
@@ -87,11 +88,41 @@ def _command_name(update: Update) -> str | None:
     return message.text.split()[0][1:].split("@")[0].lower()
 
 
+def _addressed_elsewhere(update: Update, bot_username: str | None) -> bool:
+    """A command addressed to another bot (`/project@other_bot`): not ours to answer."""
+    message = update.effective_message
+    if message is None or not message.text or not message.text.startswith("/"):
+        return False
+    head = message.text.split()[0]
+    if "@" not in head:
+        return False
+    return head.split("@", 1)[1].lower() != (bot_username or "").lower()
+
+
+async def _migrated(update: Update, context: BotContext) -> bool:
+    """The service messages of a group that became a supergroup move its binding (SPEC 13)."""
+    message = update.effective_message
+    chat = update.effective_chat
+    if message is None or chat is None:
+        return False
+    if message.migrate_to_chat_id:
+        await context.services.projects.migrate(chat.id, message.migrate_to_chat_id)
+        return True
+    if message.migrate_from_chat_id:
+        await context.services.projects.migrate(message.migrate_from_chat_id, chat.id)
+        return True
+    return False
+
+
 async def gate(update: Update, context: BotContext) -> None:
     """Runs before every handler: records the user, refuses strangers and personal data in groups."""
     tg_user = update.effective_user
     chat = update.effective_chat
-    if tg_user is None or chat is None or update.my_chat_member is not None:
+    if update.my_chat_member is not None:
+        return
+    if chat is not None and chat.type != ChatType.PRIVATE and await _migrated(update, context):
+        raise ApplicationHandlerStop
+    if tg_user is None or chat is None:
         return
     services = context.services
     if not services.settings.is_allowed(tg_user.id):
@@ -104,9 +135,19 @@ async def gate(update: Update, context: BotContext) -> None:
         raise ApplicationHandlerStop
     if chat.type != ChatType.PRIVATE:
         if update.callback_query:
+            if (update.callback_query.data or "").startswith(GROUP_BUTTONS):
+                return
             await update.callback_query.answer()
             raise ApplicationHandlerStop
+        if _addressed_elsewhere(update, context.bot.username):
+            raise ApplicationHandlerStop
         name = _command_name(update)
+        message = update.effective_message
+        if name is not None and message is not None and message.sender_chat is not None:
+            # Sent on behalf of a chat (an anonymous admin): nobody can be held accountable for it.
+            lang = services.accounts.language(None, tg_user.language_code)
+            await message_of(update).reply_text(t(lang, "project_anonymous"))
+            raise ApplicationHandlerStop
         if name is not None and name not in PUBLIC_IN_GROUPS:
             lang = services.accounts.language(None, tg_user.language_code)
             await message_of(update).reply_text(t(lang, "group_refusal"))
@@ -134,9 +175,16 @@ async def help_command(update: Update, context: BotContext) -> None:
 
 
 async def chat_member_update(update: Update, context: BotContext) -> None:
-    """Marks a user inactive when they block the bot and active when they unblock it."""
+    """Marks a user inactive when they block the bot and active when they unblock it; a group's binding follows the bot."""
     member = update.my_chat_member
-    if member is None or member.chat.type != ChatType.PRIVATE:
+    if member is None:
+        return
+    if member.chat.type in (ChatType.GROUP, ChatType.SUPERGROUP):
+        new = member.new_chat_member
+        present = new.status in ("member", "administrator") or (new.status == "restricted" and bool(getattr(new, "is_member", False)))
+        await context.services.projects.chat_membership(member.chat.id, present)
+        return
+    if member.chat.type != ChatType.PRIVATE:
         return
     blocked = member.new_chat_member.status in ("kicked", "left")
     if await context.services.accounts.set_blocked(member.chat.id, blocked):
@@ -223,7 +271,30 @@ async def stats_command(update: Update, context: BotContext) -> None:
     )
     if services.events is not None:
         text = Html(text + await _events_line(services, lang))
+    text = Html(text + await _project_lines(services, lang))
     await reply(update, text)
+
+
+STATS_BINDINGS_SHOWN = 20
+
+
+async def _project_lines(services: Services, lang: str) -> Html:
+    """/stats' project chats (SPEC 13): how many, and each chat with its project, binder and state."""
+    from bot.storage import projects as project_store
+
+    bindings = await project_store.all_bindings(services.storage.db)
+    if not bindings:
+        return Html("")
+    lines = [t(lang, "stats_projects", n=len(bindings))]
+    for b in bindings[:STATS_BINDINGS_SHOWN]:
+        state = "removed" if b.removed else "suspended" if b.suspended else "archived" if b.archived else "active"
+        lines.append(t(
+            lang, "stats_project_line", chat_id=b.chat_id, project=b.group_name, group_id=b.group_id,
+            binder=b.binder_bitrix_user_id, state=t(lang, f"stats_project_{state}"),
+        ))
+    if len(bindings) > STATS_BINDINGS_SHOWN:
+        lines.append(t(lang, "stats_more", n=len(bindings) - STATS_BINDINGS_SHOWN))
+    return Html("\n" + "\n".join(lines))
 
 
 async def _events_line(services: Services, lang: str) -> Html:

@@ -21,6 +21,7 @@ class OutboxRow:
     reply_markup: str | None
     attempts: int
     caused_at: float | None = None  # receipt of the Bitrix24 event behind it (SPEC 14 latency)
+    message_thread_id: int | None = None  # the forum topic of a project chat (SPEC 13)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class OutgoingMessage:
     reply_markup: str | None = None
     not_before: float = 0.0
     caused_at: float | None = None  # receipt of the Bitrix24 event that caused it, if one did
+    message_thread_id: int | None = None  # the forum topic of a project chat (SPEC 13)
 
 
 async def enqueue(db: Db, messages: Iterable[OutgoingMessage], now: float) -> list[int]:
@@ -41,9 +43,12 @@ async def enqueue(db: Db, messages: Iterable[OutgoingMessage], now: float) -> li
     ids = []
     for m in messages:
         cur = await db.execute(
-            "INSERT INTO outbox (chat_id, telegram_user_id, kind, text, reply_markup, not_before, created_at, caused_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (m.chat_id, m.telegram_user_id, m.kind, m.text, m.reply_markup, max(m.not_before, now), now, m.caused_at),
+            "INSERT INTO outbox (chat_id, telegram_user_id, kind, text, reply_markup, not_before, created_at, caused_at, "
+            "message_thread_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.chat_id, m.telegram_user_id, m.kind, m.text, m.reply_markup, max(m.not_before, now), now, m.caused_at,
+                m.message_thread_id,
+            ),
         )
         ids.append(int(cur.lastrowid or 0))
     return ids
@@ -53,7 +58,8 @@ async def due(db: Db, now: float, limit: int, exclude: set[int]) -> list[OutboxR
     """Queued rows whose time has come, oldest first, to chats whose user has not blocked the bot."""
     rows = await fetchall(
         db,
-        """SELECT o.id, o.chat_id, o.telegram_user_id, o.kind, o.text, o.reply_markup, o.attempts, o.caused_at
+        """SELECT o.id, o.chat_id, o.telegram_user_id, o.kind, o.text, o.reply_markup, o.attempts, o.caused_at,
+                  o.message_thread_id
            FROM outbox o LEFT JOIN users u ON u.telegram_user_id = o.telegram_user_id
            WHERE o.status = 'queued' AND o.not_before <= ? AND (o.telegram_user_id IS NULL OR u.blocked = 0)
            ORDER BY o.not_before, o.id LIMIT ?""",
@@ -91,6 +97,11 @@ async def requeue(db: Db, row_id: int, not_before: float) -> None:
     )
 
 
+async def move_row(db: Db, row_id: int, chat_id: int) -> None:
+    """A row refused because its group became a supergroup: queued again, to the new chat."""
+    await db.execute("UPDATE outbox SET status = 'queued', chat_id = ? WHERE id = ?", (chat_id, row_id))
+
+
 async def fail_sending(db: Db, now: float) -> list[tuple[int, int | None, str]]:
     """At start: rows left in 'sending' become failed (outcome unknown); returns (id, user, kind)."""
     rows = await fetchall(db, "SELECT id, telegram_user_id, kind FROM outbox WHERE status = 'sending'")
@@ -119,6 +130,12 @@ async def queued_for(db: Db, telegram_user_id: int, kinds: Iterable[str] | None 
     )
     wanted = None if kinds is None else set(kinds)
     return [(r[0], r[1], r[2]) for r in rows if wanted is None or r[1] in wanted]
+
+
+async def queued_to_chat(db: Db, chat_id: int) -> list[int]:
+    """Ids of the rows queued to a chat."""
+    rows = await fetchall(db, "SELECT id FROM outbox WHERE chat_id = ? AND status = 'queued'", (chat_id,))
+    return [r[0] for r in rows]
 
 
 async def drop(db: Db, row_ids: list[int], now: float, reason: str) -> None:

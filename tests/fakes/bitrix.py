@@ -35,6 +35,8 @@ _METHOD_SCOPES: dict[str, tuple[str, ...] | None] = {
     "scope": None,
     "im.notify.system.add": ("im",),
     "department.get": ("department",),
+    "sonet_group.get": ("sonet_group",),
+    "sonet_group.user.get": ("sonet_group",),
 }
 # Counter type codes as the server source has them (facts section 2).
 _CODES = {"expired": 6291456, "new_comments": 12582912, "total": ""}
@@ -99,6 +101,27 @@ class Scripted:
     def read_timeout(cls) -> Scripted:
         """The answer never comes in time."""
         return cls(timeout=True)
+
+
+@dataclass
+class FakeGroup:
+    """One workgroup (project) of the fake portal: flags as Bitrix24 sends them, members by role A/E/K."""
+
+    group_id: int
+    name: str
+    owner: int
+    moderators: set[int] = field(default_factory=set)
+    members: set[int] = field(default_factory=set)
+    opened: bool = True
+    visible: bool = True
+    closed: bool = False  # archived
+
+    def roles(self) -> dict[int, str]:
+        """USER_ID -> ROLE (A owner, E moderator, K member)."""
+        out = {m: "K" for m in self.members}
+        out.update({m: "E" for m in self.moderators})
+        out[self.owner] = "A"
+        return out
 
 
 @dataclass
@@ -243,6 +266,7 @@ class FakeBitrix:
         # from them for a user and role without explicit set_counters values; derive_counters
         # True derives it always (other names from set_counters), False never.
         self.tasks: dict[int, FakeTask] = {}
+        self.workgroups: dict[int, FakeGroup] = {}
         self.derive_counters: bool | None = None
         # Per-call failures of tasks.task.list: a user ID in any role key of the filter -> (code, description).
         self.task_list_errors: dict[int, tuple[str, str]] = {}
@@ -311,6 +335,22 @@ class FakeBitrix:
     def add_department(self, department_id: int, name: str, parent: int | None = None, head: int | None = None) -> None:
         """Add or replace a department (UF_HEAD is absent when the department has no head)."""
         self.departments[department_id] = {"NAME": name, "PARENT": parent, "UF_HEAD": head}
+    def add_workgroup(
+        self,
+        group_id: int,
+        name: str = "Website",
+        *,
+        owner: int,
+        moderators: tuple[int, ...] = (),
+        members: tuple[int, ...] = (),
+        opened: bool = True,
+        visible: bool = True,
+        closed: bool = False,
+    ) -> FakeGroup:
+        """Add or replace a workgroup."""
+        group = FakeGroup(group_id, name, owner, set(moderators), set(members), opened, visible, closed)
+        self.workgroups[group_id] = group
+        return group
 
     def set_counters(self, bitrix_user_id: int, role: str = "view_all", **values: int) -> None:
         """Set one user's counters for one role (names -> ints)."""
@@ -522,6 +562,10 @@ class FakeBitrix:
             return self._notify(params), {}
         if method == "department.get":
             return self._department_get(params)
+        if method == "sonet_group.get":
+            return self._sonet_group_get(params), {}
+        if method == "sonet_group.user.get":
+            return self._sonet_group_user_get(params), {}
         raise _Fail(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
 
     # -- methods ------------------------------------------------------------------------
@@ -752,6 +796,40 @@ class FakeBitrix:
         if start + 50 < len(found):
             extra["next"] = start + 50
         return found[start : start + 50], extra
+    def _sonet_group_get(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """sonet_group.get: FILTER ID; without IS_ADMIN "Y" only groups the webhook's owner may see (reference 4)."""
+        flt = _ci(params, "FILTER")
+        flt = flt if isinstance(flt, dict) else {}
+        wanted = _ints(flt.get("ID")) if "ID" in {str(k).upper() for k in flt} else None
+        as_admin = str(_ci(params, "IS_ADMIN") or "").upper() == "Y" and self.admin
+        found = []
+        for group in sorted(self.workgroups.values(), key=lambda g: g.group_id):
+            if wanted is not None and group.group_id not in wanted:
+                continue
+            if not as_admin and not group.visible and self.webhook_user_id not in group.roles():
+                continue
+            found.append({
+                "ID": str(group.group_id), "NAME": group.name, "OWNER_ID": str(group.owner),
+                "NUMBER_OF_MEMBERS": str(len(group.roles())), "PROJECT": "Y",
+                "OPENED": "Y" if group.opened else "N", "VISIBLE": "Y" if group.visible else "N",
+                "CLOSED": "Y" if group.closed else "N", "ACTIVE": "Y",
+            })
+        return found
+
+    def _sonet_group_user_get(self, params: dict[str, Any]) -> list[dict[str, str]]:
+        """sonet_group.user.get {ID}: active members with their roles (an admin's webhook reads any group)."""
+        raw = _ci(params, "ID")
+        try:
+            group = self.workgroups.get(int(str(raw)))
+        except ValueError:
+            group = None
+        if group is None:
+            raise _Fail(400, "ERROR_CORE", "Socialnetwork group not found")
+        return [
+            {"USER_ID": str(uid), "ROLE": role}
+            for uid, role in sorted(group.roles().items())
+            if self.users.get(uid, {}).get("ACTIVE", True)
+        ]
 
     def _notify(self, params: dict[str, Any]) -> int:
         raw_user = _ci(params, "USER_ID")

@@ -65,6 +65,11 @@ class FakeTelegram:
         self.get_updates_delay_cap = 10.0
         self.token_rejected = False
         self.send_delay = 0.0  # seconds each sendMessage takes to answer
+        # Groups, supergroups and channels: chat_id -> {"type", "title", "username", "is_forum", "members"}
+        # (members: telegram_user_id -> status as getChatMember answers it).
+        self.chats: dict[int, dict[str, Any]] = {}
+        # A group upgraded to a supergroup: old chat_id -> new; a send to the old one answers 400.
+        self.migrated: dict[int, int] = {}
         self._local = threading.local()
 
     # ---- wiring ------------------------------------------------------------------------------
@@ -108,6 +113,46 @@ class FakeTelegram:
             self._cond.notify_all()
         return queued
 
+    # ---- chats -------------------------------------------------------------------------------
+
+    def add_group(
+        self,
+        chat_id: int,
+        members: dict[int, str] | None = None,
+        *,
+        chat_type: str = "group",
+        title: str = "Team",
+        username: str | None = None,
+        is_forum: bool = False,
+    ) -> dict[str, Any]:
+        """A group, supergroup or channel with members (telegram_user_id -> 'member', 'administrator', 'creator', 'left')."""
+        chat = {"type": chat_type, "title": title, "username": username, "is_forum": is_forum, "members": dict(members or {})}
+        with self._cond:
+            self.chats[chat_id] = chat
+        return chat
+
+    def migrate(self, old_chat_id: int, new_chat_id: int) -> None:
+        """The group becomes a supergroup: its members move; sends to the old id answer 400 with migrate_to_chat_id."""
+        with self._cond:
+            old = self.chats.get(old_chat_id, {"title": "Team", "members": {}})
+            self.chats[new_chat_id] = {**old, "type": "supergroup"}
+            self.migrated[old_chat_id] = new_chat_id
+
+    def _chat(self, chat_id: int, chat_type: str) -> dict[str, Any]:
+        """A Chat object for an update."""
+        known = self.chats.get(chat_id)
+        if known is None:
+            chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+            if chat_type != "private":
+                chat["title"] = "Team"
+            return chat
+        chat = {"id": chat_id, "type": known["type"], "title": known["title"]}
+        if known.get("username"):
+            chat["username"] = known["username"]
+        if known.get("is_forum"):
+            chat["is_forum"] = True
+        return chat
+
     # ---- update builders ---------------------------------------------------------------------
 
     @staticmethod
@@ -126,12 +171,12 @@ class FakeTelegram:
         chat_id: int | None = None,
         chat_type: str = "private",
         language_code: str | None = "en",
+        thread_id: int | None = None,
+        sender_chat: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A message update; a leading /command gets its bot_command entity."""
+        """A message update; a leading /command gets its bot_command entity; `thread_id` puts it in a forum topic."""
         chat_id = telegram_user_id if chat_id is None else chat_id
-        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
-        if chat_type != "private":
-            chat["title"] = "Team"
+        chat = self._chat(chat_id, chat_type)
         msg: dict[str, Any] = {
             "message_id": self._new_message_id(),
             "date": int(time.time()),
@@ -142,25 +187,64 @@ class FakeTelegram:
         if text.startswith("/"):
             length = len(text.split()[0]) if text.split() else 1
             msg["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        if thread_id is not None:
+            msg["message_thread_id"] = thread_id
+            msg["is_topic_message"] = True
+        if sender_chat is not None:
+            msg["sender_chat"] = sender_chat
         return {"message": msg}
 
+    def migration(self, old_chat_id: int, new_chat_id: int, telegram_user_id: int) -> dict[str, Any]:
+        """The service message in the old group saying it became a supergroup."""
+        return {
+            "message": {
+                "message_id": self._new_message_id(),
+                "date": int(time.time()),
+                "chat": {"id": old_chat_id, "type": "group", "title": "Team"},
+                "from": self.user(telegram_user_id),
+                "migrate_to_chat_id": new_chat_id,
+            }
+        }
+
+    def group_member(self, chat_id: int, status: str, by: int) -> dict[str, Any]:
+        """A my_chat_member update in a group: the bot 'left'/'kicked' (removed) or 'member' (added back)."""
+        bot = {"id": BOT_ID, "is_bot": True, "first_name": "TestBot", "username": "test_bot"}
+        old = "member" if status in ("left", "kicked") else "left"
+        new: dict[str, Any] = {"status": status, "user": bot}
+        if status == "kicked":
+            new["until_date"] = 0
+        return {
+            "my_chat_member": {
+                "chat": self._chat(chat_id, "group"),
+                "from": self.user(by),
+                "date": int(time.time()),
+                "old_chat_member": {"status": old, "user": bot},
+                "new_chat_member": new,
+            }
+        }
+
     def callback(
-        self, telegram_user_id: int, data: str, message_id: int, *, chat_id: int | None = None, language_code="en"
+        self, telegram_user_id: int, data: str, message_id: int, *, chat_id: int | None = None, language_code="en",
+        thread_id: int | None = None,
     ) -> dict[str, Any]:
-        """A callback_query update from a button under message_id."""
+        """A callback_query update from a button under message_id (in a forum topic with `thread_id`)."""
         chat_id = telegram_user_id if chat_id is None else chat_id
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": self._chat(chat_id, "private"),
+            "text": "...",
+        }
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            message["is_topic_message"] = True
         return {
             "callback_query": {
                 "id": f"cbq{self._new_message_id()}",
                 "from": self.user(telegram_user_id, language_code),
                 "chat_instance": "ci1",
                 "data": data,
-                "message": {
-                    "message_id": message_id,
-                    "date": int(time.time()),
-                    "chat": {"id": chat_id, "type": "private"},
-                    "text": "...",
-                },
+                "message": message,
             }
         }
 
@@ -356,10 +440,38 @@ class FakeTelegram:
             batch = list(self._updates)[:limit]
         return self._ok(batch)
 
+    def _m_getchatmember(self, params: dict[str, Any]) -> httpx.Response:
+        chat = self.chats.get(params.get("chat_id"))  # type: ignore[arg-type]
+        if chat is None:
+            return self._error(400, "Bad Request: chat not found")
+        user_id = int(params.get("user_id") or 0)
+        status = chat["members"].get(user_id, "left")
+        member: dict[str, Any] = {"status": status, "user": self.user(user_id)}
+        if status == "administrator":
+            member.update({
+                "can_be_edited": False, "is_anonymous": False, "can_manage_chat": True, "can_delete_messages": True,
+                "can_manage_video_chats": True, "can_restrict_members": True, "can_promote_members": False,
+                "can_change_info": True, "can_invite_users": True, "can_post_stories": False,
+                "can_edit_stories": False, "can_delete_stories": False,
+            })
+        elif status == "creator":
+            member["is_anonymous"] = False
+        elif status == "kicked":
+            member["until_date"] = 0
+        return self._ok(member)
+
     def _m_sendmessage(self, params: dict[str, Any]) -> httpx.Response:
         if self.send_delay:
             time.sleep(self.send_delay)
         chat_id = params.get("chat_id")
+        if chat_id in self.migrated:
+            body = {
+                "ok": False, "error_code": 400, "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                "parameters": {"migrate_to_chat_id": self.migrated[chat_id]},  # type: ignore[index]
+            }
+            return httpx.Response(400, json=body)
+        if chat_id in self.blocked_chats and isinstance(chat_id, int) and chat_id < 0:
+            return self._error(403, "Forbidden: bot was kicked from the group chat")
         if chat_id in self.blocked_chats:
             return self._error(403, "Forbidden: bot was blocked by the user")
         flood = self._flood(chat_id)
