@@ -6,8 +6,8 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -16,7 +16,7 @@ from telegram import InlineKeyboardMarkup
 from bot import alerts as alert_rules
 from bot import render, tasklist, teamview
 from bot.account import Accounts
-from bot.bitrix import BitrixClient, CounterResult, Counters, NoAccess, Priority
+from bot.bitrix import BitrixClient, CircuitBreaker, CounterResult, Counters, NoAccess, Priority
 from bot.bitrix.results import Task
 from bot.config import Settings
 from bot.errors import BitrixError
@@ -56,6 +56,10 @@ OUTBOX_KEEP_SECONDS = 30 * 86400.0  # SPEC 9: sent and failed rows are deleted a
 DIGEST_LOG_KEEP_DAYS = 60
 LIMIT_RECORDS_KEEP_SECONDS = 2 * 3600.0  # the longest limit window is one hour
 APPLY_CHUNK = 50  # users decided per transaction: short transactions, few commits
+# Scheduled work goes in chunks: read a chunk, decide it, write it, drop it, so memory does not
+# grow with the number of users (SPEC 8). Read chunks are whole batches, so the request bounds
+# of SPEC 8 still hold.
+POLL_CHUNK = 1000  # users whose view_all is read at a time: 20 batches of 50
 STATE_KEY = "coordinator"
 TASKS_METHOD = "tasks.task.list"
 DIGEST_TASK_LINES = 3  # SPEC 11: the digest shows up to 3 most overdue tasks
@@ -90,17 +94,54 @@ class CycleResult:
     broken: int = 0  # their decision failed (bad stored data): logged, the others went on
 
 
-def cycle_cause(results: dict[int, Any]) -> tuple[str | None, BitrixError | None]:
-    """The cause of a failed cycle: every user erred (the first error's kind) or every user read as []."""
-    if not results:
-        return None, None
-    values = list(results.values())
-    if any(isinstance(v, Counters) for v in values):
-        return None, None
-    errors = [v for v in values if isinstance(v, BitrixError)]
-    if errors:
-        return errors[0].kind, errors[0]
-    return "no_access", None
+@dataclass
+class ReadTally:
+    """What the reads of a cycle came to so far, chunk by chunk: counts, the first error, who read as []."""
+
+    ok: int = 0
+    no_access: int = 0
+    failed: int = 0
+    first_error: BitrixError | None = None
+    no_access_users: set[int] = field(default_factory=set)
+
+    @property
+    def users(self) -> int:
+        """Users counted so far."""
+        return self.ok + self.no_access + self.failed
+
+    def add(self, bitrix_user_id: int, value: CounterResult) -> None:
+        """Count one user's view_all result."""
+        if isinstance(value, Counters):
+            self.ok += 1
+        elif isinstance(value, NoAccess):
+            self.no_access += 1
+            self.no_access_users.add(bitrix_user_id)
+        else:
+            self.failed += 1
+            self.first_error = self.first_error or value
+
+    def cause(self) -> tuple[str | None, BitrixError | None]:
+        """The cause of a failed cycle: every user erred (the first error's kind) or every user read as []."""
+        if self.ok or not self.users:
+            return None, None
+        if self.first_error is not None:
+            return self.first_error.kind, self.first_error
+        return "no_access", None
+
+
+def repeating_failure(values: Iterable[CounterResult]) -> BitrixError | None:
+    """The error of a chunk whose every read failed in a way that would fail the next chunks too, else None.
+
+    The client's CircuitBreaker does this inside one call; across the chunks of a cycle the
+    coordinator does it, so that a revoked webhook or a portal that does not answer costs one
+    round of requests, not one per chunk.
+    """
+    first: CounterResult | None = None
+    for value in values:
+        if not isinstance(value, BitrixError):
+            return None
+        first = first or value
+    return first if isinstance(first, CircuitBreaker.TRIPS) else None
 
 
 def notice_decisions(
@@ -226,36 +267,50 @@ class Coordinator:
             self.poll_idle.set()
 
     async def _poll_cycle(self) -> CycleResult:
-        """One refresh of every active linked user; a failed read changes nothing and alerts nobody."""
+        """One refresh of every active linked user, POLL_CHUNK at a time; a failed read changes nothing and alerts nobody.
+
+        Each chunk is read, decided and dropped before the next is read. Once a whole chunk failed
+        in a way that would repeat, the rest of the cycle is not read: those users count as
+        failed with that error.
+        """
         started = self._clock.timestamp()
-        who = self._allowed(await audience.load(self._storage.db))
         linked, _ = await links.counts(self._storage.db)
         self._metrics.linked_users.set(linked)
-        self._metrics.active_users.set(len(who))
-        by_bitrix = {a.link.bitrix_user_id: a for a in who.values()}
         requests_before = self._bitrix.stats.requests_total
-        results: dict[int, CounterResult] = {}
-        if by_bitrix:
-            read = await self._bitrix.counters(list(by_bitrix), ("view_all",), bulk=True)
-            results = {bid: roles.get("view_all") or NoAccess() for bid, roles in read.items()}
-        ok = no_access = failed = 0
-        no_access_users = set()
-        readings: dict[int, tuple[int, Counters]] = {}
-        for bid, value in results.items():
-            if isinstance(value, Counters):
-                ok += 1
-                readings[by_bitrix[bid].link.telegram_user_id] = (bid, value)
-            elif isinstance(value, NoAccess):
-                no_access += 1
-                no_access_users.add(bid)
+        tally = ReadTally()
+        stopped: BitrixError | None = None
+        skipped = broken = 0
+        after = 0
+        while page := await links.active_after(self._storage.db, after, POLL_CHUNK):
+            after = page[-1].telegram_user_id
+            by_bitrix = {link.bitrix_user_id: link for link in page if self._settings.is_allowed(link.telegram_user_id)}
+            if not by_bitrix:
+                continue
+            read_started = self._clock.timestamp()
+            results: dict[int, CounterResult]
+            if stopped is not None:
+                results = dict.fromkeys(by_bitrix, stopped)
             else:
-                failed += 1
-        self.no_access_users = no_access_users
-        skipped, broken = await self.apply_readings(readings, read_started=started)
-        cause, error = cycle_cause(results)
+                read = await self._bitrix.counters(list(by_bitrix), ("view_all",), bulk=True)
+                results = {bid: roles.get("view_all") or NoAccess() for bid, roles in read.items()}
+                stopped = repeating_failure(results.values())
+                if stopped is not None:
+                    log.warning("poll: a whole chunk failed (%s %s); the rest of the cycle is not read", stopped.kind, stopped.code)
+            readings: dict[int, tuple[int, Counters]] = {}
+            for bid, value in results.items():
+                tally.add(bid, value)
+                if isinstance(value, Counters):
+                    readings[by_bitrix[bid].telegram_user_id] = (bid, value)
+            page_skipped, page_broken = await self.apply_readings(readings, read_started=read_started)
+            skipped += page_skipped
+            broken += page_broken
+        self.no_access_users = tally.no_access_users
+        self._metrics.active_users.set(tally.users)
+        cause, error = tally.cause()
+        users = tally.users
         now = self._clock.timestamp()
         result = CycleResult(
-            users=len(results), ok=ok, no_access=no_access, failed=failed, cause=cause, error=error,
+            users=users, ok=tally.ok, no_access=tally.no_access, failed=tally.failed, cause=cause, error=error,
             requests=self._bitrix.stats.requests_total - requests_before, seconds=now - started,
             finished_at=now, skipped=skipped, broken=broken,
         )
@@ -267,11 +322,11 @@ class Coordinator:
             self._failing_cycles = 0
         else:
             self._failing_cycles += 1
-            log.warning("poll cycle failed for all %d users: %s", len(results), cause)
-        if failed and cause is None:
-            log.info("poll cycle: %d of %d users could not be read; their state is kept", failed, len(results))
+            log.warning("poll cycle failed for all %d users: %s", users, cause)
+        if tally.failed and cause is None:
+            log.info("poll cycle: %d of %d users could not be read; their state is kept", tally.failed, users)
         self._remember()
-        stretch = self._pace(len(results), result.seconds)
+        stretch = self._pace(users, result.seconds)
         await self._admin_notices(cause, error, stretch)
         return result
 

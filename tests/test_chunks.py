@@ -1,0 +1,111 @@
+"""Scheduled work in bounded chunks (SPEC 8): each chunk is read, decided and written before the next is read.
+
+The chunk sizes are made small here so that a few dozen users span several chunks; the users
+are set up directly in SQLite, then the real coordinator reads the fake portal through the real
+client and the outbox worker sends through the fake Telegram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+
+import pytest
+
+from bot import coordinator as coordinator_module
+from bot.model import ROLES, UserSettings
+from tests import db as tdb
+from tests.fakes.bitrix import Scripted
+from tests.fakes.clock import FakeClock
+from tests.harness import Harness
+from tests.test_scheduled import fail_requests
+
+MONDAY_0800 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+FIRST_BITRIX_ID = 1000
+
+
+def bitrix_id(telegram_user_id: int) -> int:
+    return FIRST_BITRIX_ID + telegram_user_id
+
+
+@asynccontextmanager
+async def many(
+    tmp_path: Path, users: int, *, overdue: Collection[int] = (), inactive: Collection[int] = ()
+) -> AsyncIterator[Harness]:
+    """A harness with `users` linked users (telegram_user_id 1..users), digests at 09:00 UTC on weekdays."""
+    async with Harness(tmp_path, clock=FakeClock(MONDAY_0800)) as h:
+        await populate(h, users, overdue, inactive)
+        yield h
+
+
+async def populate(h: Harness, users: int, overdue: Collection[int], inactive: Collection[int]) -> None:
+    """Portal users with counters (and a late task each for `overdue`), linked in SQLite."""
+    defaults = replace(UserSettings(), digest_time=dtime(9, 0))
+    for tid in range(1, users + 1):
+        bid = bitrix_id(tid)
+        h.b24.add_user(bid, f"User{tid}", "Test", active=tid not in inactive)
+        for role in ROLES:
+            late = tid in overdue and role == "view_all"
+            h.b24.set_counters(bid, role, expired=2 if late else 0, new_comments=1)
+        if tid in overdue:
+            h.b24.add_task(tid, f"late task of {tid}", deadline=MONDAY_0800 - timedelta(days=1), responsible=bid)
+        await tdb.link(h.storage, tid, bid, f"User{tid} Test", defaults, h.clock.timestamp())
+
+
+def batches(h: Harness, since: int = 0, method: str = "tasks.task.counters.get") -> list[dict]:
+    """The batch requests since `since` whose commands call `method`."""
+    return [
+        r.params for r in h.b24.requests[since:]
+        if r.method == "batch" and any(str(c).startswith(method) for c in r.params["cmd"].values())
+    ]
+
+
+def holding(h: Harness, bitrix_user_id: int) -> Scripted:
+    """Hold the batch request that reads this user until the test opens the gate."""
+    held = Scripted.held().only_for(
+        lambda method, params: method == "batch" and any(f"userId={bitrix_user_id}&" in str(c) for c in params["cmd"].values())
+    )
+    h.b24.push(held)
+    return held
+
+
+async def in_flight(held: Scripted) -> None:
+    assert held.arrived is not None
+    assert await asyncio.to_thread(held.arrived.wait, 10), "the held read never started"
+
+
+async def test_a_poll_cycle_decides_each_chunk_before_it_reads_the_next_and_costs_ceil_n_over_50(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coordinator_module, "POLL_CHUNK", 100)
+    async with many(tmp_path, 230) as h:
+        held = holding(h, bitrix_id(201))  # the first user of the third chunk
+        cycle = asyncio.ensure_future(h.services.coordinator.poll_cycle())
+        await in_flight(held)
+        decided = await tdb.rows(h.storage, "SELECT COUNT(*) FROM counter_snapshots")
+        assert held.gate is not None
+        held.gate.set()
+        result = await cycle
+        assert decided[0][0] == 200, "the first two chunks were not written before the third was read"
+        assert (result.users, result.ok, result.requests) == (230, 230, 5)  # ceil(230/50)
+        assert len(batches(h)) == 5
+        assert (await tdb.rows(h.storage, "SELECT COUNT(*) FROM counter_snapshots"))[0][0] == 230
+
+
+async def test_a_revoked_webhook_costs_one_request_however_many_chunks_the_cycle_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coordinator_module, "POLL_CHUNK", 50)
+    async with many(tmp_path, 120) as h:
+        fail_requests(h, 401, "NO_AUTH_FOUND", "Wrong authorization data")
+        result = await h.poll()
+        assert (result.cause, result.users, result.failed, result.requests) == ("auth", 120, 120, 1)
+        assert await tdb.rows(h.storage, "SELECT * FROM counter_snapshots") == []
+        h.b24.script.clear()
+        result = await h.poll()
+        assert (result.cause, result.ok, result.requests) == (None, 120, 3)
