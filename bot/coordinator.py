@@ -16,7 +16,7 @@ from telegram import InlineKeyboardMarkup
 from bot import alerts as alert_rules
 from bot import render, tasklist, teamview
 from bot.account import Accounts
-from bot.bitrix import BitrixClient, CircuitBreaker, CounterResult, Counters, NoAccess, Priority
+from bot.bitrix import BATCH_SIZE, BitrixClient, CircuitBreaker, CounterResult, Counters, NoAccess, Priority
 from bot.bitrix.results import Task
 from bot.config import Settings
 from bot.errors import BitrixError
@@ -58,8 +58,10 @@ LIMIT_RECORDS_KEEP_SECONDS = 2 * 3600.0  # the longest limit window is one hour
 APPLY_CHUNK = 50  # users decided per transaction: short transactions, few commits
 # Scheduled work goes in chunks: read a chunk, decide it, write it, drop it, so memory does not
 # grow with the number of users (SPEC 8). Read chunks are whole batches, so the request bounds
-# of SPEC 8 still hold.
+# ceil(N/50) and ceil(D/10) of SPEC 8 still hold.
 POLL_CHUNK = 1000  # users whose view_all is read at a time: 20 batches of 50
+DIGEST_CHUNK = 200  # due users whose five roles are read at a time: 20 batches of 10
+SCAN_PAGE = 500  # users looked at at a time when finding whose digest is due
 STATE_KEY = "coordinator"
 TASKS_METHOD = "tasks.task.list"
 DIGEST_TASK_LINES = 3  # SPEC 11: the digest shows up to 3 most overdue tasks
@@ -182,6 +184,23 @@ def rate_bound_seconds(requests: int, rate: float, burst: int) -> float:
 def _duration(seconds: float) -> str:
     minutes = int(seconds // 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+# One digest to settle: the user as read before, the occurrence, the roles read (None: record it
+# as skipped), its task lines and, for a head, their team.
+_Settle = tuple[Audience, Due, dict[str, CounterResult] | None, tuple[Task, ...], tuple[Member, ...] | None]
+
+
+@dataclass
+class _DigestRound:
+    """One digest tick's state across its chunks."""
+
+    lines_wanted: list[_Settle] = field(default_factory=list)  # read, waiting for their task lines (fewer than 50 between chunks)
+    stopped: BitrixError | None = None  # a whole chunk failed in a way that would repeat: no more reads this tick
+    lines_off: bool = False  # the portal ignored the list filter: no more task lines this tick
+    lines_shed: int = 0  # users whose task lines the time budget left out
+    teams: dict[int, tuple[Member, ...]] = field(default_factory=dict)  # due heads' team members, by Telegram ID
+    queued: int = 0
 
 
 class Coordinator:
@@ -551,67 +570,138 @@ class Coordinator:
         return None, None
 
     async def digest_tick(self) -> int:
-        """Read and queue every digest that is due, or will be before the reads could finish; returns how many."""
+        """Read and queue every digest that is due, or will be before the reads could finish; returns how many.
+
+        Two passes, in chunks. The first looks at every user, SCAN_PAGE at a time, records the
+        digests to skip and keeps only the IDs of those to read: how many they are sets how early
+        the reads start. The second reads the roles of DIGEST_CHUNK of them at a time and queues
+        their digests before it reads the next ones, so memory does not grow with the number of
+        digests due at once. Task lines are read 50 users at a time (a read user waits in
+        `lines_wanted` until 50 are gathered), so that the round still costs ceil(D'/50) for them.
+        The team members of the due heads are read once, before the first chunk, in ceil(P/50)
+        (SPEC 12): only heads' teams are kept for the round.
+        """
         now = self._clock.now()
-        found = self._allowed(await audience.load(self._storage.db))
-        current: list[tuple[Audience, Due]] = []
-        upcoming: list[tuple[Audience, Due]] = []
-        for who in found.values():
+        current, upcoming, team_wanted = await self._find_due(now)
+        lead = read_lead_time(len(current) + len(upcoming), 1.0 / self._settings.bitrix24_requests_per_second)
+        batch = current + [tid for tid, due_at in upcoming if due_at - now.timestamp() <= lead.total_seconds()]
+        del current, upcoming
+        digest_round = _DigestRound()
+        if batch:
+            digest_round.teams = await self._digest_teams({tid: team_wanted[tid] for tid in batch if tid in team_wanted})
+        del team_wanted
+        for start in range(0, len(batch), DIGEST_CHUNK):
+            if digest_round.stopped is not None:
+                break  # the rest are read again next tick, and skipped once 2 hours late
+            chunk = await self._still_due(batch[start : start + DIGEST_CHUNK], now, lead)
+            if chunk:
+                await self._read_digest_chunk(digest_round, chunk)
+            while len(digest_round.lines_wanted) >= BATCH_SIZE:
+                await self._settle_with_task_lines(digest_round, BATCH_SIZE)
+        await self._settle_with_task_lines(digest_round, len(digest_round.lines_wanted))
+        if digest_round.lines_shed:
+            log.info("digest: task lines left out for %d users: the tasks.task.list time budget runs short", digest_round.lines_shed)
+        return digest_round.queued
+
+    async def _find_due(self, now: datetime) -> tuple[list[int], list[tuple[int, float]], dict[int, int]]:
+        """First pass: record the digests to skip.
+
+        Returns the users due now, (user, due time) of those due within the look-ahead, and the
+        Bitrix24 IDs of those of them who want a team line (Telegram ID -> Bitrix24 ID).
+        """
+        current: list[int] = []
+        upcoming: list[tuple[int, float]] = []
+        team_wanted: dict[int, int] = {}
+        after = 0
+        while page := await audience.page(self._storage.db, after, SCAN_PAGE):
+            after = page[-1].link.telegram_user_id
+            skips: list[_Settle] = []
+            for who in page:
+                if not self._settings.is_allowed(who.link.telegram_user_id):
+                    continue
+                try:
+                    due, ahead = self._due(who, now)
+                except ValueError:  # a stored zone this system's tzdata does not know: this user only
+                    self._metrics.worker_errors.labels("digest_user").inc()
+                    log.error("digest: cannot schedule telegram_user_id=%d (zone %r)", who.link.telegram_user_id, who.settings.timezone)
+                    continue
+                if due is not None and due.skip:
+                    skips.append((who, due, None, (), None))
+                    continue
+                if due is not None:
+                    current.append(who.link.telegram_user_id)
+                elif ahead is not None:
+                    upcoming.append((who.link.telegram_user_id, ahead.due_at_utc.timestamp()))
+                else:
+                    continue
+                if who.settings.digest_team:
+                    team_wanted[who.link.telegram_user_id] = who.link.bitrix_user_id
+            await self._settle_all(skips, now)
+        return current, upcoming, team_wanted
+
+    async def _still_due(self, telegram_user_ids: list[int], now: datetime, lead: timedelta) -> list[tuple[Audience, Due]]:
+        """Second pass, before a chunk's read: the users of the first pass whose digest is still to read, as stored now."""
+        found = await audience.load(self._storage.db, telegram_user_ids)
+        out = []
+        for tid in telegram_user_ids:
+            who = found.get(tid)
+            if who is None or not self._settings.is_allowed(tid):
+                continue  # unlinked or blocked since the first pass
             try:
                 due, ahead = self._due(who, now)
-            except ValueError:  # a stored zone this system's tzdata does not know: this user only
-                self._metrics.worker_errors.labels("digest_user").inc()
-                log.error("digest: cannot schedule telegram_user_id=%d (zone %r)", who.link.telegram_user_id, who.settings.timezone)
+            except ValueError:
                 continue
-            if due is not None and due.skip:
-                await self._settle(who, due, None, now)
-            elif due is not None:
-                current.append((who, due))
-            elif ahead is not None:
-                upcoming.append((who, ahead))
-        lead = read_lead_time(len(current) + len(upcoming), 1.0 / self._settings.bitrix24_requests_per_second)
-        batch = current + [(w, d) for w, d in upcoming if d.due_at_utc - now <= lead]
-        if not batch:
-            return 0
+            if due is not None and not due.skip:
+                out.append((who, due))
+            elif ahead is not None and ahead.due_at_utc - now <= lead:
+                out.append((who, ahead))
+        return out
+
+    async def _read_digest_chunk(self, digest_round: _DigestRound, chunk: list[tuple[Audience, Due]]) -> None:
+        """Read the five roles of a chunk of due users; queue the digests of those who need no task lines."""
         read = await self._bitrix.counters(
-            [w.link.bitrix_user_id for w, _ in batch], ROLES, bulk=True, priority=Priority.DIGEST
+            [who.link.bitrix_user_id for who, _ in chunk], ROLES, bulk=True, priority=Priority.DIGEST
         )
-        pages = await self._digest_task_pages(batch, read)
-        teams = await self._digest_teams(batch)
-        queued = 0
-        for who, due in batch:
+        digest_round.stopped = repeating_failure(r for roles in read.values() for r in roles.values())
+        if digest_round.stopped is not None:
+            err = digest_round.stopped
+            log.warning("digest: a whole chunk failed (%s %s); the rest are read next tick", err.kind, err.code)
+        ready: list[_Settle] = []
+        for who, due in chunk:
             results = read.get(who.link.bitrix_user_id, {})
             if not results or any(isinstance(r, BitrixError) for r in results.values()):
                 continue  # unreadable: tried again next tick, skipped once 2 hours late
-            queued += await self._settle(
-                who, due, results, self._clock.now(), pages.get(who.link.bitrix_user_id, ()),
-                teams.get(who.link.telegram_user_id),
-            )
-        if queued:
-            self._accounts.wake()
-        return queued
+            view_all = results.get("view_all")
+            item = (who, due, results, (), digest_round.teams.get(who.link.telegram_user_id))
+            if who.settings.digest_tasks and isinstance(view_all, Counters) and view_all.get("expired") > 0:
+                digest_round.lines_wanted.append(item)
+            else:
+                ready.append(item)
+        digest_round.queued += await self._settle_all(ready)
 
-    async def _digest_task_pages(
-        self, batch: list[tuple[Audience, Due]], read: dict[int, dict[str, CounterResult]]
-    ) -> dict[int, tuple[Task, ...]]:
-        """The most overdue tasks of the due users who want them and have any (SPEC 11), 50 per request.
+    async def _settle_with_task_lines(self, digest_round: _DigestRound, count: int) -> None:
+        """Read the task lines of the first `count` users waiting for them (one request), then queue their digests."""
+        waiting = digest_round.lines_wanted[:count]
+        del digest_round.lines_wanted[:count]
+        if not waiting:
+            return
+        pages = await self._digest_task_pages(digest_round, [who.link.bitrix_user_id for who, *_ in waiting])
+        digest_round.queued += await self._settle_all(
+            [(who, due, results, pages.get(who.link.bitrix_user_id, ()), team) for who, due, results, _, team in waiting]
+        )
+
+    async def _digest_task_pages(self, digest_round: _DigestRound, wanted: list[int]) -> dict[int, tuple[Task, ...]]:
+        """The most overdue tasks of these due users (SPEC 11), in one batch request of up to 50.
 
         Task lines never delay or stop a digest: they are shed when the time budget of
-        tasks.task.list runs short, and a failed read (or a portal that ignores the filter)
-        leaves them out.
+        tasks.task.list runs short, and a failed read (or a portal that ignores the filter, after
+        which the round reads no more of them) leaves them out.
         """
-        wanted = [
-            who.link.bitrix_user_id
-            for who, _ in batch
-            if who.settings.digest_tasks
-            and isinstance(view_all := read.get(who.link.bitrix_user_id, {}).get("view_all"), Counters)
-            and view_all.get("expired") > 0
-        ]
-        if not wanted:
+        if digest_round.lines_off:
             return {}
         budget = self._bitrix.budget
         if budget.wait_needed(TASKS_METHOD, budget.estimate(TASKS_METHOD, len(wanted)), bulk=True) > 0:
-            log.info("digest: task lines left out for %d users: the tasks.task.list time budget runs short", len(wanted))
+            digest_round.lines_shed += len(wanted)
             return {}
         now = self._clock.now()
         try:
@@ -624,16 +714,16 @@ class Coordinator:
             if isinstance(page, BitrixError):
                 continue
             if any(not row_fits(task, bitrix_user_id, "view_all", now) for task in page.tasks):
+                digest_round.lines_off = True
                 await self.task_filter_ignored()
                 return {}
             out[bitrix_user_id] = page.tasks[:DIGEST_TASK_LINES]
         return out
 
-    async def _digest_teams(self, batch: list[tuple[Audience, Due]]) -> dict[int, tuple[Member, ...]]:
+    async def _digest_teams(self, heads: dict[int, int]) -> dict[int, tuple[Member, ...]]:
         """The team members of the due heads who want the team line (SPEC 12); a failure leaves the lines out."""
-        if self.team is None:
+        if self.team is None or not heads:
             return {}
-        heads = {who.link.telegram_user_id: who.link.bitrix_user_id for who, _ in batch if who.settings.digest_team}
         try:
             return await self.team.digest_teams(heads)
         except asyncio.CancelledError:
@@ -642,33 +732,61 @@ class Coordinator:
             log.error("digest: team lines left out", exc_info=True)
             return {}
 
+    async def _settle_all(self, items: list[_Settle], now: datetime | None = None) -> int:
+        """Settle digests, APPLY_CHUNK users per transaction, each in a savepoint; returns how many were queued.
+
+        Inside the transaction each user is re-read, so that a change made during the read (unlink,
+        /digest off, a moved link) wins; one user's failed decision is logged and the others go on.
+        `now` is the time the skips were decided at; read digests are settled at the current time.
+        """
+        queued = 0
+        for start in range(0, len(items), APPLY_CHUNK):
+            part = items[start : start + APPLY_CHUNK]
+            async with self._storage.transaction() as db:
+                fresh = await audience.load(db, [who.link.telegram_user_id for who, *_ in part])
+                moment = now if now is not None else self._clock.now()
+                for who, due, results, tasks, team in part:
+                    try:
+                        async with Storage.savepoint(db):
+                            tid = who.link.telegram_user_id
+                            queued += await self._settle(db, fresh.get(tid), who, due, results, moment, tasks, team)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        self._metrics.worker_errors.labels("digest_user").inc()
+                        log.error(
+                            "digest: the decision for telegram_user_id=%d failed; the others go on",
+                            who.link.telegram_user_id, exc_info=True,
+                        )
+        if queued:
+            self._accounts.wake()
+        return queued
+
     async def _settle(
-        self, who: Audience, due: Due, results: dict[str, CounterResult] | None, now: datetime, tasks: tuple[Task, ...] = (),
-        team: tuple[Member, ...] | None = None,
+        self,
+        db: Db,
+        fresh: Audience | None,
+        who: Audience,
+        due: Due,
+        results: dict[str, CounterResult] | None,
+        now: datetime,
+        tasks: tuple[Task, ...],
+        team: tuple[Member, ...] | None,
     ) -> int:
         """One user's digest as one unit of work: re-check it is still due as read, then skip it or queue it."""
         tid = who.link.telegram_user_id
-        try:
-            async with self._storage.transaction() as db:
-                fresh = (await audience.load(db, [tid])).get(tid)
-                if fresh is None or fresh.link.bitrix_user_id != who.link.bitrix_user_id or not self._settings.is_allowed(tid):
-                    log.info("digest for telegram_user_id=%d dropped: unlinked or blocked during the read", tid)
-                    return 0
-                saved_at = datetime.fromtimestamp(fresh.digest_saved_at, UTC)
-                again = due_digests(fresh.settings, max(now, due.due_at_utc), fresh.last_digest_date, saved_at)
-                if again is None or (again.local_date, again.due_at_utc) != (due.local_date, due.due_at_utc):
-                    log.info("digest for telegram_user_id=%d dropped: its settings changed during the read", tid)
-                    return 0
-                if again.skip or results is None:
-                    await self._record_skip(db, fresh, again)
-                    return 0
-                return await self._queue_digest(db, fresh, again, results, now, tasks, team)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._metrics.worker_errors.labels("digest_user").inc()
-            log.error("digest: the decision for telegram_user_id=%d failed; the others go on", tid, exc_info=True)
+        if fresh is None or fresh.link.bitrix_user_id != who.link.bitrix_user_id or not self._settings.is_allowed(tid):
+            log.info("digest for telegram_user_id=%d dropped: unlinked or blocked during the read", tid)
             return 0
+        saved_at = datetime.fromtimestamp(fresh.digest_saved_at, UTC)
+        again = due_digests(fresh.settings, max(now, due.due_at_utc), fresh.last_digest_date, saved_at)
+        if again is None or (again.local_date, again.due_at_utc) != (due.local_date, due.due_at_utc):
+            log.info("digest for telegram_user_id=%d dropped: its settings changed during the read", tid)
+            return 0
+        if again.skip or results is None:
+            await self._record_skip(db, fresh, again)
+            return 0
+        return await self._queue_digest(db, fresh, again, results, now, tasks, team)
 
     @staticmethod
     async def _record_skip(db: Db, who: Audience, due: Due, reason: str | None = None) -> None:

@@ -23,7 +23,7 @@ from tests import db as tdb
 from tests.fakes.bitrix import Scripted
 from tests.fakes.clock import FakeClock
 from tests.harness import Harness
-from tests.test_scheduled import fail_requests
+from tests.test_scheduled import digests, fail_requests
 
 MONDAY_0800 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 FIRST_BITRIX_ID = 1000
@@ -109,3 +109,75 @@ async def test_a_revoked_webhook_costs_one_request_however_many_chunks_the_cycle
         h.b24.script.clear()
         result = await h.poll()
         assert (result.cause, result.ok, result.requests) == (None, 120, 3)
+
+
+async def test_a_digest_round_queues_each_chunk_before_it_reads_the_next_and_keeps_both_request_bounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coordinator_module, "DIGEST_CHUNK", 20)
+    monkeypatch.setattr(coordinator_module, "SCAN_PAGE", 7)
+    overdue = {tid for tid in range(1, 46) if tid % 3 == 0}  # 15 users, in every chunk
+    async with many(tmp_path, 45, overdue=overdue) as h:
+        h.clock.set(MONDAY_0800.replace(hour=9))
+        before = len(h.b24.requests)
+        held = holding(h, bitrix_id(41))  # the third chunk's roles
+        tick = asyncio.ensure_future(h.services.coordinator.digest_tick())
+        await in_flight(held)
+        logged = await tdb.rows(h.storage, "SELECT telegram_user_id FROM digest_log WHERE status = 'queued'")
+        assert held.gate is not None
+        held.gate.set()
+        assert await tick == 45
+        # Users 1..40 were read; those without overdue tasks are queued at once, the others wait
+        # until 50 are gathered (or the round ends) so that their task lines cost one request.
+        assert sorted(r[0] for r in logged) == [tid for tid in range(1, 41) if tid not in overdue]
+        assert len(batches(h, before)) == 5  # ceil(45/10)
+        (lines,) = batches(h, before, "tasks.task.list")  # ceil(15/50), not one per chunk
+        assert len(lines["cmd"]) == 15
+        await h.flush()
+        for tid in range(1, 46):
+            (text,) = digests(h, tid)
+            assert ("Most overdue:" in text) == (tid in overdue), tid
+            assert (f"late task of {tid}<" in text) == (tid in overdue), tid
+
+
+async def test_the_teams_of_heads_due_in_different_chunks_are_read_together_in_ceil_p_over_50(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coordinator_module, "DIGEST_CHUNK", 10)
+    async with many(tmp_path, 25) as h:
+        h.b24.scopes.add("department")
+        h.b24.add_department(1, "Company")
+        for n, tid in enumerate((5, 15, 25)):  # one head in each chunk, ten unlinked people each
+            department = 10 + n
+            h.b24.add_department(department, f"Team {tid}", parent=1, head=bitrix_id(tid))
+            for person in range(5000 + 10 * n, 5010 + 10 * n):
+                h.b24.add_user(person, f"P{person}", "Team", departments=(department,))
+                h.b24.set_counters(person, "view_all", expired=1, new_comments=0)
+        h.clock.set(MONDAY_0800.replace(hour=9))
+        before = len(h.b24.requests)
+        assert await h.services.coordinator.digest_tick() == 25
+        roles = [b for b in batches(h, before) if any("type=view_role_auditor" in str(c) for c in b["cmd"].values())]
+        teams = [b for b in batches(h, before) if b not in roles]
+        assert len(roles) == 3 and len(teams) == 1 and len(teams[0]["cmd"]) == 30  # ceil(25/10), ceil(30/50)
+        await h.flush()
+        for tid in range(1, 26):
+            (text,) = digests(h, tid)
+            assert ("10 overdue across 10 of 10 people" in text) == (tid in (5, 15, 25)), tid
+
+
+async def test_a_digest_round_that_fails_as_a_whole_reads_no_further_chunk_and_goes_out_next_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coordinator_module, "DIGEST_CHUNK", 10)
+    async with many(tmp_path, 30) as h:
+        h.clock.set(MONDAY_0800.replace(hour=9))
+        fail_requests(h, 401, "NO_AUTH_FOUND", "Wrong authorization data")
+        before = len(h.b24.requests)
+        assert await h.services.coordinator.digest_tick() == 0
+        assert len(batches(h, before)) == 1  # one batch of roles, however many chunks
+        assert await tdb.rows(h.storage, "SELECT * FROM digest_log") == []
+        h.b24.script.clear()
+        h.clock.advance(minutes=1)
+        assert await h.services.coordinator.digest_tick() == 30
+        await h.flush()
+        assert all(len(digests(h, tid)) == 1 for tid in range(1, 31))
