@@ -62,6 +62,7 @@ APPLY_CHUNK = 50  # users decided per transaction: short transactions, few commi
 POLL_CHUNK = 1000  # users whose view_all is read at a time: 20 batches of 50
 DIGEST_CHUNK = 200  # due users whose five roles are read at a time: 20 batches of 10
 SCAN_PAGE = 500  # users looked at at a time when finding whose digest is due
+RECHECK_CHUNK = 500  # links re-read at a time: 10 user.get requests of 50
 STATE_KEY = "coordinator"
 TASKS_METHOD = "tasks.task.list"
 DIGEST_TASK_LINES = 3  # SPEC 11: the digest shows up to 3 most overdue tasks
@@ -850,27 +851,33 @@ class Coordinator:
     async def recheck_links(self) -> int:
         """Unlink users Bitrix24 no longer reports as active (each told in the same transaction); returns how many.
 
-        Only links not checked for a day are read, so a restart does not re-read everyone.
+        Only links not checked for a day are read, so a restart does not re-read everyone. They
+        are read RECHECK_CHUNK at a time and those still active are marked checked chunk by
+        chunk; only the IDs of the others are kept until the end, where the mass-unlink guard
+        looks at them all.
         """
         now = self._clock.timestamp()
-        due = await links.due_for_check(self._storage.db, now - RECHECK_EVERY + 60)
-        if not due:
-            return 0
-        by_bitrix = {link.bitrix_user_id: link for link in due}
-        active = await self._bitrix.users_by_ids(list(by_bitrix))
-        gone = [link for bid, link in by_bitrix.items() if bid not in active]
-        if len(by_bitrix) >= MASS_UNLINK_MIN and len(gone) > len(by_bitrix) / 2:
+        cutoff = now - RECHECK_EVERY + 60
+        read = 0
+        gone: list[tuple[int, int]] = []  # (telegram_user_id, bitrix_user_id)
+        after = 0
+        while page := await links.due_for_check(self._storage.db, cutoff, after, RECHECK_CHUNK):
+            after = page[-1].telegram_user_id
+            active = await self._bitrix.users_by_ids([link.bitrix_user_id for link in page])
+            read += len(page)
+            gone += [(link.telegram_user_id, link.bitrix_user_id) for link in page if link.bitrix_user_id not in active]
+            async with self._storage.transaction() as db:
+                await links.mark_checked(db, [link.telegram_user_id for link in page if link.bitrix_user_id in active], now)
+        if read >= MASS_UNLINK_MIN and len(gone) > read / 2:
             # More likely a misconfigured webhook (scope, filters) than half the company leaving at once.
-            log.warning("daily re-check: %d of %d linked users look inactive; unlinking nobody", len(gone), len(by_bitrix))
+            log.warning("daily re-check: %d of %d linked users look inactive; unlinking nobody", len(gone), read)
             return 0
         unlinked = 0
-        for link in gone:
+        for telegram_user_id, bitrix_user_id in gone:
             # A user relinked to another account during the read keeps that link (checked on its own day).
-            if await self._accounts.unlink(link.telegram_user_id, notice="unlinked_inactive", only_if=link.bitrix_user_id):
+            if await self._accounts.unlink(telegram_user_id, notice="unlinked_inactive", only_if=bitrix_user_id):
                 unlinked += 1
-                log.info("telegram_user_id=%d unlinked: bitrix_user_id=%d is no longer active", link.telegram_user_id, link.bitrix_user_id)
-        async with self._storage.transaction() as db:
-            await links.mark_checked(db, [link.telegram_user_id for link in due if link not in gone], now)
+                log.info("telegram_user_id=%d unlinked: bitrix_user_id=%d is no longer active", telegram_user_id, bitrix_user_id)
         return unlinked
 
     # ---- retention ---------------------------------------------------------------------------

@@ -181,3 +181,34 @@ async def test_a_digest_round_that_fails_as_a_whole_reads_no_further_chunk_and_g
         assert await h.services.coordinator.digest_tick() == 30
         await h.flush()
         assert all(len(digests(h, tid)) == 1 for tid in range(1, 31))
+
+
+async def test_the_recheck_reads_in_chunks_and_unlinks_only_the_inactive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coordinator_module, "RECHECK_CHUNK", 50)
+    inactive = {tid for tid in range(1, 121) if tid % 6 == 0}  # 20 of 120, in every chunk
+    async with many(tmp_path, 120, inactive=inactive) as h:
+        h.clock.advance(days=1)
+        before = h.b24.request_count("user.get")
+        assert await h.services.coordinator.recheck_links() == 20
+        assert h.b24.request_count("user.get") - before == 3  # ceil(120/50)
+        await h.flush()
+        for tid in range(1, 121):
+            user = await tdb.user(h.storage, tid)
+            assert (user.bitrix_user_id is None) == (tid in inactive), tid
+            assert sum("no longer active" in t for t in h.tg.texts(tid)) == (1 if tid in inactive else 0), tid
+        before = h.b24.request_count("user.get")
+        assert await h.services.coordinator.recheck_links() == 0
+        assert h.b24.request_count("user.get") == before  # everyone still linked was marked checked
+
+
+async def test_the_mass_unlink_guard_looks_at_every_chunk_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coordinator_module, "RECHECK_CHUNK", 50)
+    # 70 of 120 look inactive: more than half of all, but no more than half of the first two chunks.
+    inactive = set(range(1, 26)) | set(range(51, 76)) | set(range(101, 121))
+    async with many(tmp_path, 120, inactive=inactive) as h:
+        h.clock.advance(days=1)
+        assert await h.services.coordinator.recheck_links() == 0
+        await h.flush()
+        linked = [(await tdb.user(h.storage, tid)).bitrix_user_id for tid in range(1, 121)]
+        assert linked == [bitrix_id(tid) for tid in range(1, 121)]
+        assert not any("no longer active" in t for t in h.tg.texts())
