@@ -505,6 +505,21 @@ async def test_sends_respect_25_per_second_overall_and_1_per_second_per_chat(tmp
         assert elapsed < 4.0  # ~2.4 s at 25/s: the limits do not slow it down further
 
 
+async def test_the_limiter_keeps_only_the_chats_whose_second_is_still_running(tmp_path: Path) -> None:
+    offset = [0.0]
+    # A long per-chat interval, so that no chat's slot ends while the test runs; then time jumps past it.
+    limiter = DeliveryLimiter(overall_per_second=1000.0, per_chat_interval=60.0, monotonic=lambda: time.monotonic() + offset[0])
+    async with rig(tmp_path, limiter=limiter) as r:
+        await r.queue(*[(300 + n, f"digest {n}") for n in range(200)])
+        r.start()
+        await r.drain()
+        assert len(r.fake.sent()) == 200 and limiter.tracked_chats == 200
+        offset[0] += 61.0
+        await r.bot.send_message(chat_id=97, text="answer")
+        assert r.fake.texts(97) == ["answer"]
+        assert limiter.tracked_chats == 1  # 30,000 chats messaged once a day are not kept all day
+
+
 async def test_messages_to_the_same_chat_keep_their_order(tmp_path: Path) -> None:
     limiter = DeliveryLimiter(per_chat_interval=0.05)  # order, not pacing, is under test here
     async with rig(tmp_path, limiter=limiter) as r:
