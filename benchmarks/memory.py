@@ -14,6 +14,7 @@ high-water mark of this process (VmHWM in /proc/self/status), which covers every
 from __future__ import annotations
 
 import argparse
+import logging
 import resource
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def serve(users: int, conn: Connection) -> None:
     """Child process: a FakeBitrix with every role's counters of every user, no limit, until told to stop."""
     fake = FakeBitrix(webhook_user_id=1, webhook_code=CODE)
     fake.derive_counters = False
+    fake.scopes.add("department")  # team lines on, as on a portal with the scope (nobody heads a department here)
     for bid in range(1, users + 1):
         for role in ROLES:
             fake.counters[(bid, role)] = {"expired": bid % 3, "new_comments": bid % 2, "total": 0}
@@ -153,6 +155,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, help="one size (default: 10,000 and 30,000, each in a fresh process)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     if args.users:
         return 0 if run(args.users) else 1
     codes = [subprocess.run([sys.executable, __file__, "--users", str(n)], check=False).returncode for n in SIZES]
