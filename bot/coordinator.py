@@ -6,8 +6,8 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -16,7 +16,7 @@ from telegram import InlineKeyboardMarkup
 from bot import alerts as alert_rules
 from bot import render, tasklist, teamview
 from bot.account import Accounts
-from bot.bitrix import BitrixClient, CounterResult, Counters, NoAccess, Priority
+from bot.bitrix import BATCH_SIZE, BitrixClient, CircuitBreaker, CounterResult, Counters, NoAccess, Priority
 from bot.bitrix.results import Task
 from bot.config import Settings
 from bot.errors import BitrixError
@@ -56,6 +56,13 @@ OUTBOX_KEEP_SECONDS = 30 * 86400.0  # SPEC 9: sent and failed rows are deleted a
 DIGEST_LOG_KEEP_DAYS = 60
 LIMIT_RECORDS_KEEP_SECONDS = 2 * 3600.0  # the longest limit window is one hour
 APPLY_CHUNK = 50  # users decided per transaction: short transactions, few commits
+# Scheduled work goes in chunks: read a chunk, decide it, write it, drop it, so memory does not
+# grow with the number of users (SPEC 8). Read chunks are whole batches, so the request bounds
+# ceil(N/50) and ceil(D/10) of SPEC 8 still hold.
+POLL_CHUNK = 1000  # users whose view_all is read at a time: 20 batches of 50
+DIGEST_CHUNK = 200  # due users whose five roles are read at a time: 20 batches of 10
+SCAN_PAGE = 500  # users looked at at a time when finding whose digest is due
+RECHECK_CHUNK = 500  # links re-read at a time: 10 user.get requests of 50
 STATE_KEY = "coordinator"
 TASKS_METHOD = "tasks.task.list"
 DIGEST_TASK_LINES = 3  # SPEC 11: the digest shows up to 3 most overdue tasks
@@ -90,17 +97,54 @@ class CycleResult:
     broken: int = 0  # their decision failed (bad stored data): logged, the others went on
 
 
-def cycle_cause(results: dict[int, Any]) -> tuple[str | None, BitrixError | None]:
-    """The cause of a failed cycle: every user erred (the first error's kind) or every user read as []."""
-    if not results:
-        return None, None
-    values = list(results.values())
-    if any(isinstance(v, Counters) for v in values):
-        return None, None
-    errors = [v for v in values if isinstance(v, BitrixError)]
-    if errors:
-        return errors[0].kind, errors[0]
-    return "no_access", None
+@dataclass
+class ReadTally:
+    """What the reads of a cycle came to so far, chunk by chunk: counts, the first error, who read as []."""
+
+    ok: int = 0
+    no_access: int = 0
+    failed: int = 0
+    first_error: BitrixError | None = None
+    no_access_users: set[int] = field(default_factory=set)
+
+    @property
+    def users(self) -> int:
+        """Users counted so far."""
+        return self.ok + self.no_access + self.failed
+
+    def add(self, bitrix_user_id: int, value: CounterResult) -> None:
+        """Count one user's view_all result."""
+        if isinstance(value, Counters):
+            self.ok += 1
+        elif isinstance(value, NoAccess):
+            self.no_access += 1
+            self.no_access_users.add(bitrix_user_id)
+        else:
+            self.failed += 1
+            self.first_error = self.first_error or value
+
+    def cause(self) -> tuple[str | None, BitrixError | None]:
+        """The cause of a failed cycle: every user erred (the first error's kind) or every user read as []."""
+        if self.ok or not self.users:
+            return None, None
+        if self.first_error is not None:
+            return self.first_error.kind, self.first_error
+        return "no_access", None
+
+
+def repeating_failure(values: Iterable[CounterResult]) -> BitrixError | None:
+    """The error of a chunk whose every read failed in a way that would fail the next chunks too, else None.
+
+    The client's CircuitBreaker does this inside one call; across the chunks of a cycle the
+    coordinator does it, so that a revoked webhook or a portal that does not answer costs one
+    round of requests, not one per chunk.
+    """
+    first: CounterResult | None = None
+    for value in values:
+        if not isinstance(value, BitrixError):
+            return None
+        first = first or value
+    return first if isinstance(first, CircuitBreaker.TRIPS) else None
 
 
 def notice_decisions(
@@ -141,6 +185,23 @@ def rate_bound_seconds(requests: int, rate: float, burst: int) -> float:
 def _duration(seconds: float) -> str:
     minutes = int(seconds // 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+# One digest to settle: the user as read before, the occurrence, the roles read (None: record it
+# as skipped), its task lines and, for a head, their team.
+_Settle = tuple[Audience, Due, dict[str, CounterResult] | None, tuple[Task, ...], tuple[Member, ...] | None]
+
+
+@dataclass
+class _DigestRound:
+    """One digest tick's state across its chunks."""
+
+    lines_wanted: list[_Settle] = field(default_factory=list)  # read, waiting for their task lines (fewer than 50 between chunks)
+    stopped: BitrixError | None = None  # a whole chunk failed in a way that would repeat: no more reads this tick
+    lines_off: bool = False  # the portal ignored the list filter: no more task lines this tick
+    lines_shed: int = 0  # users whose task lines the time budget left out
+    teams: dict[int, tuple[Member, ...]] = field(default_factory=dict)  # due heads' team members, by Telegram ID
+    queued: int = 0
 
 
 class Coordinator:
@@ -226,36 +287,50 @@ class Coordinator:
             self.poll_idle.set()
 
     async def _poll_cycle(self) -> CycleResult:
-        """One refresh of every active linked user; a failed read changes nothing and alerts nobody."""
+        """One refresh of every active linked user, POLL_CHUNK at a time; a failed read changes nothing and alerts nobody.
+
+        Each chunk is read, decided and dropped before the next is read. Once a whole chunk failed
+        in a way that would repeat, the rest of the cycle is not read: those users count as
+        failed with that error.
+        """
         started = self._clock.timestamp()
-        who = self._allowed(await audience.load(self._storage.db))
         linked, _ = await links.counts(self._storage.db)
         self._metrics.linked_users.set(linked)
-        self._metrics.active_users.set(len(who))
-        by_bitrix = {a.link.bitrix_user_id: a for a in who.values()}
         requests_before = self._bitrix.stats.requests_total
-        results: dict[int, CounterResult] = {}
-        if by_bitrix:
-            read = await self._bitrix.counters(list(by_bitrix), ("view_all",), bulk=True)
-            results = {bid: roles.get("view_all") or NoAccess() for bid, roles in read.items()}
-        ok = no_access = failed = 0
-        no_access_users = set()
-        readings: dict[int, tuple[int, Counters]] = {}
-        for bid, value in results.items():
-            if isinstance(value, Counters):
-                ok += 1
-                readings[by_bitrix[bid].link.telegram_user_id] = (bid, value)
-            elif isinstance(value, NoAccess):
-                no_access += 1
-                no_access_users.add(bid)
+        tally = ReadTally()
+        stopped: BitrixError | None = None
+        skipped = broken = 0
+        after = 0
+        while page := await links.active_after(self._storage.db, after, POLL_CHUNK):
+            after = page[-1].telegram_user_id
+            by_bitrix = {link.bitrix_user_id: link for link in page if self._settings.is_allowed(link.telegram_user_id)}
+            if not by_bitrix:
+                continue
+            read_started = self._clock.timestamp()
+            results: dict[int, CounterResult]
+            if stopped is not None:
+                results = dict.fromkeys(by_bitrix, stopped)
             else:
-                failed += 1
-        self.no_access_users = no_access_users
-        skipped, broken = await self.apply_readings(readings, read_started=started)
-        cause, error = cycle_cause(results)
+                read = await self._bitrix.counters(list(by_bitrix), ("view_all",), bulk=True)
+                results = {bid: roles.get("view_all") or NoAccess() for bid, roles in read.items()}
+                stopped = repeating_failure(results.values())
+                if stopped is not None:
+                    log.warning("poll: a whole chunk failed (%s %s); the rest of the cycle is not read", stopped.kind, stopped.code)
+            readings: dict[int, tuple[int, Counters]] = {}
+            for bid, value in results.items():
+                tally.add(bid, value)
+                if isinstance(value, Counters):
+                    readings[by_bitrix[bid].telegram_user_id] = (bid, value)
+            page_skipped, page_broken = await self.apply_readings(readings, read_started=read_started)
+            skipped += page_skipped
+            broken += page_broken
+        self.no_access_users = tally.no_access_users
+        self._metrics.active_users.set(tally.users)
+        cause, error = tally.cause()
+        users = tally.users
         now = self._clock.timestamp()
         result = CycleResult(
-            users=len(results), ok=ok, no_access=no_access, failed=failed, cause=cause, error=error,
+            users=users, ok=tally.ok, no_access=tally.no_access, failed=tally.failed, cause=cause, error=error,
             requests=self._bitrix.stats.requests_total - requests_before, seconds=now - started,
             finished_at=now, skipped=skipped, broken=broken,
         )
@@ -267,11 +342,11 @@ class Coordinator:
             self._failing_cycles = 0
         else:
             self._failing_cycles += 1
-            log.warning("poll cycle failed for all %d users: %s", len(results), cause)
-        if failed and cause is None:
-            log.info("poll cycle: %d of %d users could not be read; their state is kept", failed, len(results))
+            log.warning("poll cycle failed for all %d users: %s", users, cause)
+        if tally.failed and cause is None:
+            log.info("poll cycle: %d of %d users could not be read; their state is kept", tally.failed, users)
         self._remember()
-        stretch = self._pace(len(results), result.seconds)
+        stretch = self._pace(users, result.seconds)
         await self._admin_notices(cause, error, stretch)
         return result
 
@@ -496,67 +571,138 @@ class Coordinator:
         return None, None
 
     async def digest_tick(self) -> int:
-        """Read and queue every digest that is due, or will be before the reads could finish; returns how many."""
+        """Read and queue every digest that is due, or will be before the reads could finish; returns how many.
+
+        Two passes, in chunks. The first looks at every user, SCAN_PAGE at a time, records the
+        digests to skip and keeps only the IDs of those to read: how many they are sets how early
+        the reads start. The second reads the roles of DIGEST_CHUNK of them at a time and queues
+        their digests before it reads the next ones, so memory does not grow with the number of
+        digests due at once. Task lines are read 50 users at a time (a read user waits in
+        `lines_wanted` until 50 are gathered), so that the round still costs ceil(D'/50) for them.
+        The team members of the due heads are read once, before the first chunk, in ceil(P/50)
+        (SPEC 12): only heads' teams are kept for the round.
+        """
         now = self._clock.now()
-        found = self._allowed(await audience.load(self._storage.db))
-        current: list[tuple[Audience, Due]] = []
-        upcoming: list[tuple[Audience, Due]] = []
-        for who in found.values():
+        current, upcoming, team_wanted = await self._find_due(now)
+        lead = read_lead_time(len(current) + len(upcoming), 1.0 / self._settings.bitrix24_requests_per_second)
+        batch = current + [tid for tid, due_at in upcoming if due_at - now.timestamp() <= lead.total_seconds()]
+        del current, upcoming
+        digest_round = _DigestRound()
+        if batch:
+            digest_round.teams = await self._digest_teams({tid: team_wanted[tid] for tid in batch if tid in team_wanted})
+        del team_wanted
+        for start in range(0, len(batch), DIGEST_CHUNK):
+            if digest_round.stopped is not None:
+                break  # the rest are read again next tick, and skipped once 2 hours late
+            chunk = await self._still_due(batch[start : start + DIGEST_CHUNK], now, lead)
+            if chunk:
+                await self._read_digest_chunk(digest_round, chunk)
+            while len(digest_round.lines_wanted) >= BATCH_SIZE:
+                await self._settle_with_task_lines(digest_round, BATCH_SIZE)
+        await self._settle_with_task_lines(digest_round, len(digest_round.lines_wanted))
+        if digest_round.lines_shed:
+            log.info("digest: task lines left out for %d users: the tasks.task.list time budget runs short", digest_round.lines_shed)
+        return digest_round.queued
+
+    async def _find_due(self, now: datetime) -> tuple[list[int], list[tuple[int, float]], dict[int, int]]:
+        """First pass: record the digests to skip.
+
+        Returns the users due now, (user, due time) of those due within the look-ahead, and the
+        Bitrix24 IDs of those of them who want a team line (Telegram ID -> Bitrix24 ID).
+        """
+        current: list[int] = []
+        upcoming: list[tuple[int, float]] = []
+        team_wanted: dict[int, int] = {}
+        after = 0
+        while page := await audience.page(self._storage.db, after, SCAN_PAGE):
+            after = page[-1].link.telegram_user_id
+            skips: list[_Settle] = []
+            for who in page:
+                if not self._settings.is_allowed(who.link.telegram_user_id):
+                    continue
+                try:
+                    due, ahead = self._due(who, now)
+                except ValueError:  # a stored zone this system's tzdata does not know: this user only
+                    self._metrics.worker_errors.labels("digest_user").inc()
+                    log.error("digest: cannot schedule telegram_user_id=%d (zone %r)", who.link.telegram_user_id, who.settings.timezone)
+                    continue
+                if due is not None and due.skip:
+                    skips.append((who, due, None, (), None))
+                    continue
+                if due is not None:
+                    current.append(who.link.telegram_user_id)
+                elif ahead is not None:
+                    upcoming.append((who.link.telegram_user_id, ahead.due_at_utc.timestamp()))
+                else:
+                    continue
+                if who.settings.digest_team:
+                    team_wanted[who.link.telegram_user_id] = who.link.bitrix_user_id
+            await self._settle_all(skips, now)
+        return current, upcoming, team_wanted
+
+    async def _still_due(self, telegram_user_ids: list[int], now: datetime, lead: timedelta) -> list[tuple[Audience, Due]]:
+        """Second pass, before a chunk's read: the users of the first pass whose digest is still to read, as stored now."""
+        found = await audience.load(self._storage.db, telegram_user_ids)
+        out = []
+        for tid in telegram_user_ids:
+            who = found.get(tid)
+            if who is None or not self._settings.is_allowed(tid):
+                continue  # unlinked or blocked since the first pass
             try:
                 due, ahead = self._due(who, now)
-            except ValueError:  # a stored zone this system's tzdata does not know: this user only
-                self._metrics.worker_errors.labels("digest_user").inc()
-                log.error("digest: cannot schedule telegram_user_id=%d (zone %r)", who.link.telegram_user_id, who.settings.timezone)
+            except ValueError:
                 continue
-            if due is not None and due.skip:
-                await self._settle(who, due, None, now)
-            elif due is not None:
-                current.append((who, due))
-            elif ahead is not None:
-                upcoming.append((who, ahead))
-        lead = read_lead_time(len(current) + len(upcoming), 1.0 / self._settings.bitrix24_requests_per_second)
-        batch = current + [(w, d) for w, d in upcoming if d.due_at_utc - now <= lead]
-        if not batch:
-            return 0
+            if due is not None and not due.skip:
+                out.append((who, due))
+            elif ahead is not None and ahead.due_at_utc - now <= lead:
+                out.append((who, ahead))
+        return out
+
+    async def _read_digest_chunk(self, digest_round: _DigestRound, chunk: list[tuple[Audience, Due]]) -> None:
+        """Read the five roles of a chunk of due users; queue the digests of those who need no task lines."""
         read = await self._bitrix.counters(
-            [w.link.bitrix_user_id for w, _ in batch], ROLES, bulk=True, priority=Priority.DIGEST
+            [who.link.bitrix_user_id for who, _ in chunk], ROLES, bulk=True, priority=Priority.DIGEST
         )
-        pages = await self._digest_task_pages(batch, read)
-        teams = await self._digest_teams(batch)
-        queued = 0
-        for who, due in batch:
+        digest_round.stopped = repeating_failure(r for roles in read.values() for r in roles.values())
+        if digest_round.stopped is not None:
+            err = digest_round.stopped
+            log.warning("digest: a whole chunk failed (%s %s); the rest are read next tick", err.kind, err.code)
+        ready: list[_Settle] = []
+        for who, due in chunk:
             results = read.get(who.link.bitrix_user_id, {})
             if not results or any(isinstance(r, BitrixError) for r in results.values()):
                 continue  # unreadable: tried again next tick, skipped once 2 hours late
-            queued += await self._settle(
-                who, due, results, self._clock.now(), pages.get(who.link.bitrix_user_id, ()),
-                teams.get(who.link.telegram_user_id),
-            )
-        if queued:
-            self._accounts.wake()
-        return queued
+            view_all = results.get("view_all")
+            item = (who, due, results, (), digest_round.teams.get(who.link.telegram_user_id))
+            if who.settings.digest_tasks and isinstance(view_all, Counters) and view_all.get("expired") > 0:
+                digest_round.lines_wanted.append(item)
+            else:
+                ready.append(item)
+        digest_round.queued += await self._settle_all(ready)
 
-    async def _digest_task_pages(
-        self, batch: list[tuple[Audience, Due]], read: dict[int, dict[str, CounterResult]]
-    ) -> dict[int, tuple[Task, ...]]:
-        """The most overdue tasks of the due users who want them and have any (SPEC 11), 50 per request.
+    async def _settle_with_task_lines(self, digest_round: _DigestRound, count: int) -> None:
+        """Read the task lines of the first `count` users waiting for them (one request), then queue their digests."""
+        waiting = digest_round.lines_wanted[:count]
+        del digest_round.lines_wanted[:count]
+        if not waiting:
+            return
+        pages = await self._digest_task_pages(digest_round, [who.link.bitrix_user_id for who, *_ in waiting])
+        digest_round.queued += await self._settle_all(
+            [(who, due, results, pages.get(who.link.bitrix_user_id, ()), team) for who, due, results, _, team in waiting]
+        )
+
+    async def _digest_task_pages(self, digest_round: _DigestRound, wanted: list[int]) -> dict[int, tuple[Task, ...]]:
+        """The most overdue tasks of these due users (SPEC 11), in one batch request of up to 50.
 
         Task lines never delay or stop a digest: they are shed when the time budget of
-        tasks.task.list runs short, and a failed read (or a portal that ignores the filter)
-        leaves them out.
+        tasks.task.list runs short, and a failed read (or a portal that ignores the filter, after
+        which the round reads no more of them) leaves them out.
         """
-        wanted = [
-            who.link.bitrix_user_id
-            for who, _ in batch
-            if who.settings.digest_tasks
-            and isinstance(view_all := read.get(who.link.bitrix_user_id, {}).get("view_all"), Counters)
-            and view_all.get("expired") > 0
-        ]
-        if not wanted:
+        if digest_round.lines_off:
             return {}
         budget = self._bitrix.budget
         if budget.wait_needed(TASKS_METHOD, budget.estimate(TASKS_METHOD, len(wanted)), bulk=True) > 0:
-            log.info("digest: task lines left out for %d users: the tasks.task.list time budget runs short", len(wanted))
+            digest_round.lines_shed += len(wanted)
             return {}
         now = self._clock.now()
         try:
@@ -569,16 +715,16 @@ class Coordinator:
             if isinstance(page, BitrixError):
                 continue
             if any(not row_fits(task, bitrix_user_id, "view_all", now) for task in page.tasks):
+                digest_round.lines_off = True
                 await self.task_filter_ignored()
                 return {}
             out[bitrix_user_id] = page.tasks[:DIGEST_TASK_LINES]
         return out
 
-    async def _digest_teams(self, batch: list[tuple[Audience, Due]]) -> dict[int, tuple[Member, ...]]:
+    async def _digest_teams(self, heads: dict[int, int]) -> dict[int, tuple[Member, ...]]:
         """The team members of the due heads who want the team line (SPEC 12); a failure leaves the lines out."""
-        if self.team is None:
+        if self.team is None or not heads:
             return {}
-        heads = {who.link.telegram_user_id: who.link.bitrix_user_id for who, _ in batch if who.settings.digest_team}
         try:
             return await self.team.digest_teams(heads)
         except asyncio.CancelledError:
@@ -587,33 +733,61 @@ class Coordinator:
             log.error("digest: team lines left out", exc_info=True)
             return {}
 
+    async def _settle_all(self, items: list[_Settle], now: datetime | None = None) -> int:
+        """Settle digests, APPLY_CHUNK users per transaction, each in a savepoint; returns how many were queued.
+
+        Inside the transaction each user is re-read, so that a change made during the read (unlink,
+        /digest off, a moved link) wins; one user's failed decision is logged and the others go on.
+        `now` is the time the skips were decided at; read digests are settled at the current time.
+        """
+        queued = 0
+        for start in range(0, len(items), APPLY_CHUNK):
+            part = items[start : start + APPLY_CHUNK]
+            async with self._storage.transaction() as db:
+                fresh = await audience.load(db, [who.link.telegram_user_id for who, *_ in part])
+                moment = now if now is not None else self._clock.now()
+                for who, due, results, tasks, team in part:
+                    try:
+                        async with Storage.savepoint(db):
+                            tid = who.link.telegram_user_id
+                            queued += await self._settle(db, fresh.get(tid), who, due, results, moment, tasks, team)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        self._metrics.worker_errors.labels("digest_user").inc()
+                        log.error(
+                            "digest: the decision for telegram_user_id=%d failed; the others go on",
+                            who.link.telegram_user_id, exc_info=True,
+                        )
+        if queued:
+            self._accounts.wake()
+        return queued
+
     async def _settle(
-        self, who: Audience, due: Due, results: dict[str, CounterResult] | None, now: datetime, tasks: tuple[Task, ...] = (),
-        team: tuple[Member, ...] | None = None,
+        self,
+        db: Db,
+        fresh: Audience | None,
+        who: Audience,
+        due: Due,
+        results: dict[str, CounterResult] | None,
+        now: datetime,
+        tasks: tuple[Task, ...],
+        team: tuple[Member, ...] | None,
     ) -> int:
         """One user's digest as one unit of work: re-check it is still due as read, then skip it or queue it."""
         tid = who.link.telegram_user_id
-        try:
-            async with self._storage.transaction() as db:
-                fresh = (await audience.load(db, [tid])).get(tid)
-                if fresh is None or fresh.link.bitrix_user_id != who.link.bitrix_user_id or not self._settings.is_allowed(tid):
-                    log.info("digest for telegram_user_id=%d dropped: unlinked or blocked during the read", tid)
-                    return 0
-                saved_at = datetime.fromtimestamp(fresh.digest_saved_at, UTC)
-                again = due_digests(fresh.settings, max(now, due.due_at_utc), fresh.last_digest_date, saved_at)
-                if again is None or (again.local_date, again.due_at_utc) != (due.local_date, due.due_at_utc):
-                    log.info("digest for telegram_user_id=%d dropped: its settings changed during the read", tid)
-                    return 0
-                if again.skip or results is None:
-                    await self._record_skip(db, fresh, again)
-                    return 0
-                return await self._queue_digest(db, fresh, again, results, now, tasks, team)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._metrics.worker_errors.labels("digest_user").inc()
-            log.error("digest: the decision for telegram_user_id=%d failed; the others go on", tid, exc_info=True)
+        if fresh is None or fresh.link.bitrix_user_id != who.link.bitrix_user_id or not self._settings.is_allowed(tid):
+            log.info("digest for telegram_user_id=%d dropped: unlinked or blocked during the read", tid)
             return 0
+        saved_at = datetime.fromtimestamp(fresh.digest_saved_at, UTC)
+        again = due_digests(fresh.settings, max(now, due.due_at_utc), fresh.last_digest_date, saved_at)
+        if again is None or (again.local_date, again.due_at_utc) != (due.local_date, due.due_at_utc):
+            log.info("digest for telegram_user_id=%d dropped: its settings changed during the read", tid)
+            return 0
+        if again.skip or results is None:
+            await self._record_skip(db, fresh, again)
+            return 0
+        return await self._queue_digest(db, fresh, again, results, now, tasks, team)
 
     @staticmethod
     async def _record_skip(db: Db, who: Audience, due: Due, reason: str | None = None) -> None:
@@ -677,27 +851,33 @@ class Coordinator:
     async def recheck_links(self) -> int:
         """Unlink users Bitrix24 no longer reports as active (each told in the same transaction); returns how many.
 
-        Only links not checked for a day are read, so a restart does not re-read everyone.
+        Only links not checked for a day are read, so a restart does not re-read everyone. They
+        are read RECHECK_CHUNK at a time and those still active are marked checked chunk by
+        chunk; only the IDs of the others are kept until the end, where the mass-unlink guard
+        looks at them all.
         """
         now = self._clock.timestamp()
-        due = await links.due_for_check(self._storage.db, now - RECHECK_EVERY + 60)
-        if not due:
-            return 0
-        by_bitrix = {link.bitrix_user_id: link for link in due}
-        active = await self._bitrix.users_by_ids(list(by_bitrix))
-        gone = [link for bid, link in by_bitrix.items() if bid not in active]
-        if len(by_bitrix) >= MASS_UNLINK_MIN and len(gone) > len(by_bitrix) / 2:
+        cutoff = now - RECHECK_EVERY + 60
+        read = 0
+        gone: list[tuple[int, int]] = []  # (telegram_user_id, bitrix_user_id)
+        after = 0
+        while page := await links.due_for_check(self._storage.db, cutoff, after, RECHECK_CHUNK):
+            after = page[-1].telegram_user_id
+            active = await self._bitrix.users_by_ids([link.bitrix_user_id for link in page])
+            read += len(page)
+            gone += [(link.telegram_user_id, link.bitrix_user_id) for link in page if link.bitrix_user_id not in active]
+            async with self._storage.transaction() as db:
+                await links.mark_checked(db, [link.telegram_user_id for link in page if link.bitrix_user_id in active], now)
+        if read >= MASS_UNLINK_MIN and len(gone) > read / 2:
             # More likely a misconfigured webhook (scope, filters) than half the company leaving at once.
-            log.warning("daily re-check: %d of %d linked users look inactive; unlinking nobody", len(gone), len(by_bitrix))
+            log.warning("daily re-check: %d of %d linked users look inactive; unlinking nobody", len(gone), read)
             return 0
         unlinked = 0
-        for link in gone:
+        for telegram_user_id, bitrix_user_id in gone:
             # A user relinked to another account during the read keeps that link (checked on its own day).
-            if await self._accounts.unlink(link.telegram_user_id, notice="unlinked_inactive", only_if=link.bitrix_user_id):
+            if await self._accounts.unlink(telegram_user_id, notice="unlinked_inactive", only_if=bitrix_user_id):
                 unlinked += 1
-                log.info("telegram_user_id=%d unlinked: bitrix_user_id=%d is no longer active", link.telegram_user_id, link.bitrix_user_id)
-        async with self._storage.transaction() as db:
-            await links.mark_checked(db, [link.telegram_user_id for link in due if link not in gone], now)
+                log.info("telegram_user_id=%d unlinked: bitrix_user_id=%d is no longer active", telegram_user_id, bitrix_user_id)
         return unlinked
 
     # ---- retention ---------------------------------------------------------------------------

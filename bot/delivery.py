@@ -7,7 +7,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 LIMITED_ENDPOINTS = frozenset({"sendMessage", "editMessageText", "sendPhoto", "sendDocument"})
 ALERT_MAX_AGE_SECONDS = 3600.0
 GROUP_PER_MINUTE = 20  # Telegram allows about 20 messages a minute per group (SPEC 13)
+QUEUE_GAUGE_SECONDS = 1.0  # how often the worker counts the queued rows for /metrics
 
 
 class Withdrawn(Exception):
@@ -97,7 +98,10 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
         self._monotonic = monotonic
         self._max_retries = max_retries
         self._next_slot = 0.0
-        self._chat_next: dict[Any, float] = {}
+        # chat_id -> when its next message may go, oldest update first: a chat whose second is
+        # over is dropped from the front, so the map holds the chats of about the last second,
+        # not every chat ever messaged.
+        self._chat_next: OrderedDict[Any, float] = OrderedDict()
         self._paused_until = 0.0
         self._interactive_waiting: dict[Any, int] = {}  # chat_id -> interactive sends waiting for it
         self._cond = asyncio.Condition()
@@ -137,11 +141,9 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
                         if now - self._next_slot > self._spacing:
                             self._next_slot = now
                         self._next_slot += self._spacing
-                        self._chat_next[chat_id] = now + self._per_chat
+                        self._hold_chat(chat_id, now + self._per_chat)
                         if _is_group(chat_id):
                             self._group_sends.setdefault(chat_id, deque()).append(now)
-                        if len(self._chat_next) > 50_000:
-                            self._chat_next = {k: v for k, v in self._chat_next.items() if v > now}
                         return
                     try:
                         await asyncio.wait_for(self._cond.wait(), timeout=wait)
@@ -208,7 +210,23 @@ class DeliveryLimiter(BaseRateLimiter[Bulk]):
     def _chat_answered(self, chat_id: Any) -> None:
         # The per-chat second is also counted from the answer: counted from the start of the call
         # only, a request delayed in transit lands less than 1 s before the next one (429).
-        self._chat_next[chat_id] = max(self._chat_next.get(chat_id, 0.0), self._monotonic() + self._per_chat)
+        self._hold_chat(chat_id, max(self._chat_next.get(chat_id, 0.0), self._monotonic() + self._per_chat))
+
+    def _hold_chat(self, chat_id: Any, until: float) -> None:
+        """The chat's next message waits until `until`; chats whose wait is over are forgotten."""
+        self._chat_next[chat_id] = until
+        self._chat_next.move_to_end(chat_id)
+        now = self._monotonic()
+        while self._chat_next:
+            oldest, free_at = next(iter(self._chat_next.items()))
+            if free_at > now:
+                break  # updated in time order, each to its time plus the same interval: the rest are later
+            del self._chat_next[oldest]
+
+    @property
+    def tracked_chats(self) -> int:
+        """Chats whose one-second slot is still running (the limiter keeps no others)."""
+        return len(self._chat_next)
 
 
 def _is_group(chat_id: Any) -> bool:
@@ -258,6 +276,7 @@ class OutboxWorker:
         self._loop_exited = asyncio.Event()
         self._sends_failing = False
         self._hold_until = 0.0  # time.monotonic() before which no new rows are taken (a send failed)
+        self._counted_at = float("-inf")  # time.monotonic() of the last count for the queue gauge
 
     @property
     def health(self) -> WorkerHealth:
@@ -350,7 +369,10 @@ class OutboxWorker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             started += 1
-        self._metrics.queue_length.set(await outbox.queued_count(self._storage.db))
+        if time.monotonic() - self._counted_at >= QUEUE_GAUGE_SECONDS:
+            # Counting walks every queued row (30,000 in a fan-out), and rounds come several a second.
+            self._counted_at = time.monotonic()
+            self._metrics.queue_length.set(await outbox.queued_count(self._storage.db))
         return started
 
     async def _drop_not_allowed(self, rows: list[OutboxRow], now: float) -> list[OutboxRow]:

@@ -100,10 +100,18 @@ class SharedReads:
             raise TooManyReads(max(1.0, 60.0 - (now - recent[0])) if recent else 60.0)
         recent.extend([now] * requests)
 
+    @property
+    def entries(self) -> int:
+        """Reads and per-user request records kept: only those of about the last minute."""
+        return len(self._last) + len(self._requests)
+
     async def _fetch(self, full_key: Hashable, now: float, fetch: Callable[[], Awaitable[T]]) -> Read[T]:
         reading = Read(await fetch(), read_at=now)
-        horizon = 60.0  # the longest window any kind uses
+        horizon = 60.0  # the longest window any kind uses, and the per-minute cap's
+        # What only served the last minute is dropped here, so that with 30,000 users the process
+        # keeps the readers of about the last minute, not everyone who ever read.
         self._last = {k: v for k, v in self._last.items() if now - v.read_at < horizon}
+        self._requests = {k: d for k, d in self._requests.items() if d and now - d[-1] < horizon}
         self._last[full_key] = reading
         return reading
 

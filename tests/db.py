@@ -59,6 +59,19 @@ async def link(storage: Storage, telegram_user_id: int, bitrix_user_id: int, ful
         await links.insert(db, telegram_user_id, bitrix_user_id, full_name, now)
 
 
+async def link_many(
+    storage: Storage, telegram_user_ids: range, s: UserSettings, now: float, *, bitrix_offset: int = 0, per_transaction: int = 1000
+) -> None:
+    """Many users who wrote and are linked (bitrix_user_id = telegram_user_id + offset), in few transactions (benchmarks)."""
+    ids = list(telegram_user_ids)
+    for start in range(0, len(ids), per_transaction):
+        async with storage.transaction() as db:
+            for tid in ids[start : start + per_transaction]:
+                await users.upsert_seen(db, tid, tid, "en", now)
+                await user_settings.write(db, tid, s, digest_saved_at=now)
+                await links.insert(db, tid, tid + bitrix_offset, f"User {tid}", now)
+
+
 async def settings_or_default(storage: Storage) -> UserSettings:
     """Default settings with digests off (bulk users that only poll)."""
     return UserSettings(digest_enabled=False)

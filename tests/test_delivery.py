@@ -20,7 +20,7 @@ from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.account import Accounts
-from bot.delivery import DeliveryLimiter, OutboxWorker
+from bot.delivery import QUEUE_GAUGE_SECONDS, DeliveryLimiter, OutboxWorker
 from bot.metrics import Metrics
 from bot.storage import OutgoingMessage, Storage, outbox
 from bot.supervise import Backoff, WorkerHealth
@@ -87,7 +87,8 @@ class Rig:
         )
         await self.bot.initialize()
         self.accounts = Accounts(make_settings(self.path.parent), self.storage, self.clock, lambda: None)
-        self.worker = OutboxWorker(self.storage, self.bot, self.clock, Metrics(), self.accounts, idle_wait=0.02)
+        self.metrics = Metrics()
+        self.worker = OutboxWorker(self.storage, self.bot, self.clock, self.metrics, self.accounts, idle_wait=0.02)
 
     async def close(self) -> None:
         await self.stop()
@@ -503,6 +504,42 @@ async def test_sends_respect_25_per_second_overall_and_1_per_second_per_chat(tmp
             assert len(at) == 3
             assert min(b - a for a, b in zip(at, at[1:], strict=False)) >= 0.97
         assert elapsed < 4.0  # ~2.4 s at 25/s: the limits do not slow it down further
+
+
+async def test_the_limiter_keeps_only_the_chats_whose_second_is_still_running(tmp_path: Path) -> None:
+    offset = [0.0]
+    # A long per-chat interval, so that no chat's slot ends while the test runs; then time jumps past it.
+    limiter = DeliveryLimiter(overall_per_second=1000.0, per_chat_interval=60.0, monotonic=lambda: time.monotonic() + offset[0])
+    async with rig(tmp_path, limiter=limiter) as r:
+        await r.queue(*[(300 + n, f"digest {n}") for n in range(200)])
+        r.start()
+        await r.drain()
+        assert len(r.fake.sent()) == 200 and limiter.tracked_chats == 200
+        offset[0] += 61.0
+        await r.bot.send_message(chat_id=97, text="answer")
+        assert r.fake.texts(97) == ["answer"]
+        assert limiter.tracked_chats == 1  # 30,000 chats messaged once a day are not kept all day
+
+
+async def test_the_queue_gauge_counts_the_outbox_at_most_once_a_second_while_rounds_go_many_times(tmp_path: Path) -> None:
+    statements: list[str] = []
+    async with rig(tmp_path) as r:
+        await r.storage.db.set_trace_callback(statements.append)
+        later = r.clock.timestamp() + 3600
+        await r.queue(
+            *[(400 + n, f"digest {n}") for n in range(30)],
+            *[OutgoingMessage(500 + n, 500 + n, "digest", "later", not_before=later) for n in range(5)],
+        )
+        started = time.monotonic()
+        r.start()
+        await r.drain()
+        await wait_until(lambda: "bot_outbox_queued 5.0" in r.metrics.render().decode(), timeout=3)
+        elapsed = time.monotonic() - started
+        await r.storage.db.set_trace_callback(None)
+    rounds = [s for s in statements if s.startswith("SELECT id FROM outbox WHERE status = 'queued' AND kind")]
+    counts = [s for s in statements if s.startswith("SELECT COUNT(*) FROM outbox WHERE status = 'queued'")]
+    assert len(r.fake.sent()) == 30
+    assert len(rounds) >= 10 and 1 <= len(counts) <= elapsed / QUEUE_GAUGE_SECONDS + 1, (len(rounds), len(counts), elapsed)
 
 
 async def test_messages_to_the_same_chat_keep_their_order(tmp_path: Path) -> None:

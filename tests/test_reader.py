@@ -78,3 +78,19 @@ async def test_a_failed_fetch_reaches_every_waiter_and_is_not_kept() -> None:
         return "back"
 
     assert (await reads.read(1, "counters", 10.0, fine)).value == "back"
+
+
+async def test_reads_and_request_records_of_users_idle_for_a_minute_are_not_kept() -> None:
+    clock = FakeClock()
+    reads = SharedReads(clock)
+
+    async def fetch() -> str:
+        return "ok"
+
+    for bitrix_user_id in range(1, 1001):
+        await reads.read(bitrix_user_id, "counters", 10.0, fetch)
+    assert reads.entries == 2000  # a read and a request record each
+    clock.advance(seconds=61)
+    await reads.read(5000, "counters", 10.0, fetch)
+    assert reads.entries == 2
+    assert reads.last(1, "counters") is None and reads.refused(1, "counters", 10.0) is None

@@ -78,3 +78,43 @@ async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
         assert await tdb.get_meta(storage, "a") is None
     finally:
         await storage.close()
+
+
+async def test_the_queries_the_scheduled_work_and_the_outbox_repeat_at_scale_use_indexes(tmp_path: Path) -> None:
+    from datetime import date
+
+    from bot.storage import alerts, audience, digests, links, outbox
+
+    storage = await Storage.open(tmp_path / "bot.sqlite3")
+    statements: list[str] = []
+    try:
+        await storage.db.set_trace_callback(statements.append)
+        db = storage.db
+        await outbox.drop_stale(db, "alert", 1000.0, 2000.0)
+        await outbox.due(db, 2000.0, 40, {1, 2})
+        await outbox.delete_finished_before(db, 1000.0)
+        await digests.delete_before(db, date(2026, 1, 1))
+        await digests.last_sent(db, 1)
+        await digests.set_outcome(db, 1, "sent")
+        await audience.page(db, 0, 500)
+        await audience.load(db, [1, 2, 3])
+        await links.active_after(db, 0, 1000)
+        await links.due_for_check(db, 1000.0, 0, 500)
+        await alerts.read_times(db, [1, 2, 3])
+        await storage.db.set_trace_callback(None)
+        plans = {}
+        for sql in statements:
+            rows = await storage.db.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
+            plans[sql] = [row[3] for row in rows]
+    finally:
+        await storage.close()
+    assert len(plans) >= 11
+    for sql, lines in plans.items():
+        scans = [line for line in lines if (line.startswith("SCAN") and "USING" not in line) or "TEMP B-TREE" in line]
+        assert not scans, (sql, lines)
+    # Two that an index on `status` alone would still serve by walking every queued or finished row:
+    # the stale-alert look-up of every worker round, and the 30 days of finished rows.
+    (stale,) = [lines for sql, lines in plans.items() if sql.startswith("SELECT id FROM outbox WHERE status = 'queued' AND kind")]
+    assert any("kind=?" in line and "created_at<?" in line for line in stale), stale
+    (kept,) = [lines for sql, lines in plans.items() if sql.startswith("DELETE FROM outbox")]
+    assert any("finished_at<?" in line for line in kept), kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from bot.model import AlertState, UserSettings
 from bot.storage import alerts, settings
@@ -40,6 +41,18 @@ async def load(db: Db, telegram_user_ids: Iterable[int] | None = None) -> dict[i
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows += await fetchall(db, f"{_SELECT} AND l.telegram_user_id IN ({marks(chunk)})", chunk)
+    return await _build(db, rows)
+
+
+async def page(db: Db, after_telegram_user_id: int, limit: int) -> list[Audience]:
+    """The next `limit` linked, unblocked users by telegram_user_id after the given one (scheduled work in chunks)."""
+    rows = await fetchall(
+        db, f"{_SELECT} AND l.telegram_user_id > ? ORDER BY l.telegram_user_id LIMIT ?", (after_telegram_user_id, limit)
+    )
+    return list((await _build(db, rows)).values())
+
+
+async def _build(db: Db, rows: list[Any]) -> dict[int, Audience]:
     tids = [r["telegram_user_id"] for r in rows]
     thresholds = await settings.thresholds_of(db, tids)
     states = await alerts.states_of(db, tids)

@@ -75,14 +75,29 @@ async def active_of(db: Db, bitrix_user_ids: list[int]) -> dict[int, Link]:
     return out
 
 
-async def due_for_check(db: Db, checked_before: float) -> list[Link]:
-    """Links whose daily re-check is due (last checked before the cut-off), blocked users included."""
+async def active_after(db: Db, after_telegram_user_id: int, limit: int) -> list[Link]:
+    """The next `limit` links of users who have not blocked the bot, by telegram_user_id after the given one."""
     rows = await fetchall(
         db,
         """SELECT l.telegram_user_id, u.chat_id, l.bitrix_user_id, l.full_name
            FROM links l JOIN users u USING (telegram_user_id)
-           WHERE l.checked_at < ? ORDER BY l.checked_at""",
-        (checked_before,),
+           WHERE u.blocked = 0 AND l.telegram_user_id > ? ORDER BY l.telegram_user_id LIMIT ?""",
+        (after_telegram_user_id, limit),
+    )
+    return [Link(*r) for r in rows]
+
+
+async def due_for_check(db: Db, checked_before: float, after_telegram_user_id: int = 0, limit: int = -1) -> list[Link]:
+    """Links whose daily re-check is due (last checked before the cut-off), blocked users included.
+
+    By telegram_user_id after the given one, at most `limit` (-1: all), so that the re-check can go in chunks.
+    """
+    rows = await fetchall(
+        db,
+        """SELECT l.telegram_user_id, u.chat_id, l.bitrix_user_id, l.full_name
+           FROM links l JOIN users u USING (telegram_user_id)
+           WHERE l.checked_at < ? AND l.telegram_user_id > ? ORDER BY l.telegram_user_id LIMIT ?""",
+        (checked_before, after_telegram_user_id, limit),
     )
     return [Link(*r) for r in rows]
 
