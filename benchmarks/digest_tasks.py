@@ -112,7 +112,7 @@ def main() -> int:
     print(f"  digests queued:       {figures['queued']:,}, {figures['with_tasks']:,} with task lines")
     ratio = server["span"] / limit if limit else float("nan")
     print(f"  reads:                first to last request {server['span']:.1f} s; bound {limit:.1f} s; ratio {ratio:.3f}")
-    print(f"  whole tick:           {figures['wall']:.1f} s (reads, then every digest decided and queued in SQLite)")
+    print(f"  whole tick:           {figures['wall']:.1f} s (reads, and each chunk's digests decided and queued in SQLite before the next read)")
     passed = (server["requests"] <= expected and server["http_503"] == 0 and figures["with_tasks"] == with_overdue
               and (not limit or ratio <= 1.10))
     print(f"  result:               {'PASS' if passed else 'FAIL'}")
