@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.model import AlertState
-from bot.storage.core import Db, fetchall, fetchone
+from bot.storage.core import Db, fetchall_in, fetchone
 from bot.storage.json import to_json
 
 
@@ -42,13 +42,8 @@ def load(row: Any) -> AlertState:
 async def states_of(db: Db, telegram_user_ids: list[int]) -> dict[int, dict[str, AlertState]]:
     """Alert states of these users."""
     out: dict[int, dict[str, AlertState]] = {}
-    for start in range(0, len(telegram_user_ids), 500):
-        chunk = telegram_user_ids[start : start + 500]
-        rows = await fetchall(
-            db, f"SELECT * FROM alert_state WHERE telegram_user_id IN ({','.join('?' * len(chunk))})", chunk
-        )
-        for r in rows:
-            out.setdefault(r["telegram_user_id"], {})[r["counter"]] = load(r)
+    for r in await fetchall_in(db, "SELECT * FROM alert_state WHERE telegram_user_id IN ({ids})", telegram_user_ids):
+        out.setdefault(r["telegram_user_id"], {})[r["counter"]] = load(r)
     return out
 
 
@@ -122,32 +117,22 @@ async def snapshot(db: Db, telegram_user_id: int) -> tuple[dict[str, int] | None
 
 async def snapshots_of(db: Db, telegram_user_ids: list[int]) -> dict[int, dict[str, int] | None]:
     """The last view_all counters read for each of these users (None: read as "no access"; never read: absent)."""
-    out: dict[int, dict[str, int] | None] = {}
-    for start in range(0, len(telegram_user_ids), 500):
-        chunk = telegram_user_ids[start : start + 500]
-        rows = await fetchall(
-            db,
-            f"SELECT telegram_user_id, counters FROM counter_snapshots WHERE role = 'view_all' "
-            f"AND telegram_user_id IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        out.update({r[0]: (json.loads(r[1]) if r[1] else None) for r in rows})
-    return out
+    rows = await fetchall_in(
+        db,
+        "SELECT telegram_user_id, counters FROM counter_snapshots WHERE role = 'view_all' AND telegram_user_id IN ({ids})",
+        telegram_user_ids,
+    )
+    return {r[0]: (json.loads(r[1]) if r[1] else None) for r in rows}
 
 
 async def read_times(db: Db, telegram_user_ids: list[int]) -> dict[int, float]:
     """When each of these users' view_all was last read (users never read are absent)."""
-    out: dict[int, float] = {}
-    for start in range(0, len(telegram_user_ids), 500):
-        chunk = telegram_user_ids[start : start + 500]
-        rows = await fetchall(
-            db,
-            f"SELECT telegram_user_id, read_at FROM counter_snapshots WHERE role = 'view_all' "
-            f"AND telegram_user_id IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        out.update({r[0]: r[1] for r in rows})
-    return out
+    rows = await fetchall_in(
+        db,
+        "SELECT telegram_user_id, read_at FROM counter_snapshots WHERE role = 'view_all' AND telegram_user_id IN ({ids})",
+        telegram_user_ids,
+    )
+    return {r[0]: r[1] for r in rows}
 
 
 async def delete_snapshots(db: Db, telegram_user_id: int) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.model import AlertState, UserSettings
 from bot.storage import alerts, settings
-from bot.storage.core import Db, fetchall, marks
+from bot.storage.core import Db, fetchall, fetchall_in
 from bot.storage.links import Link
 
 
@@ -36,11 +36,7 @@ async def load(db: Db, telegram_user_ids: Iterable[int] | None = None) -> dict[i
     if telegram_user_ids is None:
         rows = await fetchall(db, _SELECT)
     else:
-        ids = list(telegram_user_ids)
-        rows = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows += await fetchall(db, f"{_SELECT} AND l.telegram_user_id IN ({marks(chunk)})", chunk)
+        rows = await fetchall_in(db, _SELECT + " AND l.telegram_user_id IN ({ids})", telegram_user_ids)
     return await _build(db, rows)
 
 

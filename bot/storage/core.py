@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -55,6 +55,33 @@ async def fetchone(db: Db, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Ro
 def marks(values: Iterable[Any]) -> str:
     """`?, ?, ?` for an IN list of these values."""
     return ",".join("?" for _ in values)
+
+
+IN_CHUNK = 500  # values per IN list, well under SQLite's limit on host parameters
+
+
+def _in_chunks(sql: str, values: Iterable[Any]) -> Iterator[tuple[str, list[Any]]]:
+    items = list(values)
+    for start in range(0, len(items), IN_CHUNK):
+        chunk = items[start : start + IN_CHUNK]
+        yield sql.replace("{ids}", marks(chunk)), chunk
+
+
+async def fetchall_in(db: Db, sql: str, values: Iterable[Any], before: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
+    """Every row of `sql` for these values: its `IN ({ids})` list filled IN_CHUNK values at a time, after `before`."""
+    rows: list[aiosqlite.Row] = []
+    for statement, chunk in _in_chunks(sql, values):
+        rows += await fetchall(db, statement, (*before, *chunk))
+    return rows
+
+
+async def execute_in(db: Db, sql: str, values: Iterable[Any], before: tuple[Any, ...] = ()) -> int:
+    """Run a write whose `IN ({ids})` list takes these values, IN_CHUNK at a time; the rows it changed."""
+    changed = 0
+    for statement, chunk in _in_chunks(sql, values):
+        cur = await db.execute(statement, (*before, *chunk))
+        changed += cur.rowcount
+    return changed
 
 
 class Storage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.storage.core import Db, fetchall, fetchone
+from bot.storage.core import Db, fetchall, fetchall_in, fetchone
 
 
 @dataclass(frozen=True)
@@ -61,18 +61,14 @@ async def active(db: Db) -> list[Link]:
 
 async def active_of(db: Db, bitrix_user_ids: list[int]) -> dict[int, Link]:
     """The links of these Bitrix24 users whose Telegram user has not blocked the bot, by Bitrix24 ID."""
-    out: dict[int, Link] = {}
-    for start in range(0, len(bitrix_user_ids), 500):
-        chunk = bitrix_user_ids[start : start + 500]
-        rows = await fetchall(
-            db,
-            f"""SELECT l.telegram_user_id, u.chat_id, l.bitrix_user_id, l.full_name
-                FROM links l JOIN users u USING (telegram_user_id)
-                WHERE u.blocked = 0 AND l.bitrix_user_id IN ({",".join("?" * len(chunk))})""",
-            chunk,
-        )
-        out.update({r[2]: Link(*r) for r in rows})
-    return out
+    rows = await fetchall_in(
+        db,
+        """SELECT l.telegram_user_id, u.chat_id, l.bitrix_user_id, l.full_name
+           FROM links l JOIN users u USING (telegram_user_id)
+           WHERE u.blocked = 0 AND l.bitrix_user_id IN ({ids})""",
+        bitrix_user_ids,
+    )
+    return {r[2]: Link(*r) for r in rows}
 
 
 async def active_after(db: Db, after_telegram_user_id: int, limit: int) -> list[Link]:

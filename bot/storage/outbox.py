@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.storage.core import Db, fetchall, marks
+from bot.storage.core import Db, execute_in, fetchall
 
 
 @dataclass(frozen=True)
@@ -144,13 +144,12 @@ async def drop(db: Db, row_ids: list[int], now: float, reason: str) -> None:
 
 
 async def _drop(db: Db, row_ids: list[int], now: float, reason: str) -> None:
-    for start in range(0, len(row_ids), 500):
-        chunk = row_ids[start : start + 500]
-        await db.execute(
-            f"UPDATE outbox SET status = 'dropped', finished_at = ?, error = ?, text = '' "
-            f"WHERE status = 'queued' AND id IN ({marks(chunk)})",
-            (now, reason, *chunk),
-        )
+    await execute_in(
+        db,
+        "UPDATE outbox SET status = 'dropped', finished_at = ?, error = ?, text = '' WHERE status = 'queued' AND id IN ({ids})",
+        row_ids,
+        before=(now, reason),
+    )
 
 
 async def queued_count(db: Db) -> int:

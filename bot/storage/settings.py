@@ -6,7 +6,7 @@ from datetime import date, time
 from typing import Any
 
 from bot.model import UserSettings
-from bot.storage.core import Db, fetchall, fetchone
+from bot.storage.core import Db, fetchall_in, fetchone
 
 
 def dump(s: UserSettings) -> dict[str, Any]:
@@ -50,16 +50,9 @@ def load(row: Any, thresholds: dict[str, int]) -> UserSettings:
 async def thresholds_of(db: Db, telegram_user_ids: list[int]) -> dict[int, dict[str, int]]:
     """counter -> threshold per user, for these users."""
     out: dict[int, dict[str, int]] = {}
-    for start in range(0, len(telegram_user_ids), 500):
-        chunk = telegram_user_ids[start : start + 500]
-        rows = await fetchall(
-            db,
-            f"SELECT telegram_user_id, counter, threshold FROM alert_thresholds "
-            f"WHERE telegram_user_id IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        for r in rows:
-            out.setdefault(r[0], {})[r[1]] = r[2]
+    sql = "SELECT telegram_user_id, counter, threshold FROM alert_thresholds WHERE telegram_user_id IN ({ids})"
+    for r in await fetchall_in(db, sql, telegram_user_ids):
+        out.setdefault(r[0], {})[r[1]] = r[2]
     return out
 
 

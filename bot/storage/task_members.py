@@ -9,34 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from bot.storage.core import Db, fetchall, marks
+from bot.storage.core import Db, execute_in, fetchall, fetchall_in
 
 NONE = 0  # the marker row of a task with no linked member
-_CHUNK = 500
 
 
 async def members_of(db: Db, task_ids: Sequence[int]) -> dict[int, set[int]]:
     """The cached linked members of these tasks; a task never cached is absent, one without linked members maps to {}."""
     out: dict[int, set[int]] = {}
-    ids = list(task_ids)
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        rows = await fetchall(
-            db, f"SELECT task_id, bitrix_user_id FROM task_members WHERE task_id IN ({marks(chunk)})", chunk
-        )
-        for task_id, bitrix_user_id in rows:
-            found = out.setdefault(task_id, set())
-            if bitrix_user_id != NONE:
-                found.add(bitrix_user_id)
+    for task_id, bitrix_user_id in await fetchall_in(
+        db, "SELECT task_id, bitrix_user_id FROM task_members WHERE task_id IN ({ids})", task_ids
+    ):
+        found = out.setdefault(task_id, set())
+        if bitrix_user_id != NONE:
+            found.add(bitrix_user_id)
     return out
 
 
 async def replace(db: Db, members: dict[int, set[int]], now: float) -> None:
     """Each task's cached members become exactly the given linked ones (none: the marker row)."""
-    ids = list(members)
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        await db.execute(f"DELETE FROM task_members WHERE task_id IN ({marks(chunk)})", chunk)
+    await delete_tasks(db, members)
     await db.executemany(
         "INSERT INTO task_members (task_id, bitrix_user_id, seen_at) VALUES (?, ?, ?)",
         [(task_id, bitrix_user_id, now) for task_id, people in members.items() for bitrix_user_id in (people or {NONE})],
@@ -45,13 +37,7 @@ async def replace(db: Db, members: dict[int, set[int]], now: float) -> None:
 
 async def delete_tasks(db: Db, task_ids: Iterable[int]) -> int:
     """Forget deleted tasks; how many rows went."""
-    ids = list(task_ids)
-    removed = 0
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        cur = await db.execute(f"DELETE FROM task_members WHERE task_id IN ({marks(chunk)})", chunk)
-        removed += cur.rowcount
-    return removed
+    return await execute_in(db, "DELETE FROM task_members WHERE task_id IN ({ids})", task_ids)
 
 
 async def delete_user(db: Db, bitrix_user_id: int) -> None:
