@@ -29,19 +29,6 @@ def group_task_url(portal_url: str, group_id: int, task_id: int) -> str:
     return f"{portal_url.rstrip('/')}/workgroups/group/{group_id}/tasks/task/view/{task_id}/"
 
 
-def short_names(names: Mapping[int, str], first_names: Mapping[int, str]) -> dict[int, str]:
-    """First names; a last-name initial where two people share one."""
-    taken = Counter(first_names.get(i) or names.get(i, f"#{i}") for i in names)
-    out = {}
-    for bitrix_user_id, full in names.items():
-        first = first_names.get(bitrix_user_id) or full
-        if taken[first] > 1 and full != first:
-            rest = full[len(first):].strip()
-            first = f"{first} {rest[:1]}." if rest else first
-        out[bitrix_user_id] = first
-    return out
-
-
 def by_person(lang: str, tasks: Sequence[Task], short: Mapping[int, str]) -> str:
     """`By person: Anna 3 · Boris 1` from the tasks' responsible people, most first."""
     counts = Counter(task.responsible_id for task in tasks if task.responsible_id is not None)

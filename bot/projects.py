@@ -15,8 +15,8 @@ from typing import Any
 
 from telegram import InlineKeyboardMarkup
 
-from bot import project_view
-from bot.bitrix import INTERACTIVE_DEADLINE, BitrixClient, Priority
+from bot import project_view, render
+from bot.bitrix import INTERACTIVE_DEADLINE, BitrixClient, BitrixUser, Priority
 from bot.bitrix.results import Task, Workgroup
 from bot.config import Settings
 from bot.errors import BitrixError
@@ -110,7 +110,7 @@ class Projects:
         self._wake = wake
         self._on_ignored_filter = on_ignored_filter
         self._reads = SharedReads(clock, per_minute=10**9)  # keyed by group: the cap is the 30 s window
-        self._names: dict[int, tuple[str, str, float]] = {}  # bitrix_user_id -> (full, first, read at)
+        self._names: dict[int, tuple[BitrixUser, float]] = {}  # bitrix_user_id -> (the user, read at)
         self.member_check: MemberCheck | None = None  # set when the Telegram bot exists (app.py)
 
     @property
@@ -288,7 +288,7 @@ class Projects:
         """Full and short names of these people, from user.get cached 15 minutes; an unreadable name is its ID."""
         now = self._clock.timestamp()
         wanted = list(dict.fromkeys(bitrix_user_ids))
-        missing = [i for i in wanted if i not in self._names or now - self._names[i][2] >= NAMES_SECONDS]
+        missing = [i for i in wanted if i not in self._names or now - self._names[i][1] >= NAMES_SECONDS]
         if missing:
             try:
                 found = await self._bitrix.users_by_ids(missing)
@@ -296,10 +296,10 @@ class Projects:
                 log.warning("project view: names not read (%s %s)", err.kind, err.code)
                 found = {}
             for bitrix_user_id, user in found.items():
-                self._names[bitrix_user_id] = (user.full_name, user.first_name or user.full_name, now)
-        names = {i: self._names[i][0] if i in self._names else f"#{i}" for i in wanted}
-        firsts = {i: self._names[i][1] if i in self._names else f"#{i}" for i in wanted}
-        return names, project_view.short_names(names, firsts)
+                self._names[bitrix_user_id] = (user, now)
+        known = {i: self._names[i][0] for i in wanted if i in self._names}
+        names = {i: known[i].full_name if i in known else f"#{i}" for i in wanted}
+        return names, {i: f"#{i}" for i in wanted} | render.short_names(known.values())
 
     async def view(self, binding: Binding) -> Said:
         """`/project` in a bound chat and its refresh button (raises BitrixError, FilterIgnored)."""

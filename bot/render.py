@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.alerts import Alert
-from bot.bitrix import CounterResult, Counters, NoAccess
+from bot.bitrix import BitrixUser, CounterResult, Counters, NoAccess
 from bot.errors import BitrixError
 from bot.model import HIDDEN_COUNTERS, ROLE_ALIASES, ROLES, UserSettings
 from bot.texts import Html, counter_label, days_label, role_label, t
@@ -280,3 +281,16 @@ def overdue_list_button(lang: str) -> InlineKeyboardButton:
 def render_quiet_summary(lang: str, items: Sequence[Alert]) -> str:
     """The end-of-quiet-hours message."""
     return "\n".join([t(lang, "quiet_summary")] + [quiet_line(lang, a) for a in items])
+
+
+def short_names(people: Iterable[BitrixUser]) -> dict[int, str]:
+    """First names (team lines, "By person"); a last-name initial where two of these people share a first name."""
+    users = list(people)
+    firsts = Tally((u.first_name or u.full_name).casefold() for u in users)
+    out = {}
+    for u in users:
+        first = u.first_name or u.full_name
+        if firsts[first.casefold()] > 1 and u.last_name:
+            first = f"{first} {u.last_name[0]}."
+        out[u.bitrix_user_id] = first
+    return out

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import html
-from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.bitrix import BitrixUser, Counters
-from bot.render import ROLE_SHORT, fit
+from bot.render import ROLE_SHORT, fit, short_names
 from bot.texts import Html, t
 
 MAX_DEPARTMENT_NAMES = 5
@@ -107,24 +106,12 @@ def team_keyboard(lang: str, view: TeamView) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
-def short_names(members: Sequence[Member]) -> dict[int, str]:
-    """First names; a last-name initial where two people of the team share a first name."""
-    firsts = Tally((m.user.first_name or m.user.full_name).casefold() for m in members)
-    out = {}
-    for m in members:
-        first = m.user.first_name or m.user.full_name
-        if firsts[first.casefold()] > 1 and m.user.last_name:
-            first = f"{first} {m.user.last_name[0]}."
-        out[m.user.bitrix_user_id] = first
-    return out
-
-
 def digest_team_line(lang: str, members: Sequence[Member]) -> str:
     """`Team: 5 overdue across 2 of 14 people (Anna 3, Boris 2)`, or that nothing is overdue."""
     behind = [m for m in ranked(members) if m.overdue > 0]
     if not behind:
         return t(lang, "digest_team_clear", people=len(members))
-    names = short_names(members)
+    names = short_names(m.user for m in members)
     listed = ", ".join(f"{html.escape(names[m.user.bitrix_user_id])} {m.overdue}" for m in behind[:MAX_DIGEST_NAMES])
     if len(behind) > MAX_DIGEST_NAMES:
         listed += ", …"
