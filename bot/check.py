@@ -26,19 +26,27 @@ Print = Callable[[str], None]
 
 def admins_who_wrote(settings: Settings) -> set[int]:
     """Admins found in the database (read-only; a missing database means nobody wrote yet)."""
-    path = settings.database_path
-    if not path.exists() or not settings.admin_telegram_user_ids:
+    if not settings.admin_telegram_user_ids:
         return set()
+    marks = ",".join("?" * len(settings.admin_telegram_user_ids))
+    rows = _read_only(
+        settings,
+        f"SELECT telegram_user_id FROM users WHERE blocked = 0 AND telegram_user_id IN ({marks})",
+        tuple(settings.admin_telegram_user_ids),
+    )
+    return {int(str(r[0])) for r in rows}
+
+
+def _read_only(settings: Settings, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    """Rows of one query on the bot's database, opened read-only; none when it is missing or unreadable."""
+    path = settings.database_path
+    if not path.exists():
+        return []
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            marks = ",".join("?" * len(settings.admin_telegram_user_ids))
-            rows = db.execute(
-                f"SELECT telegram_user_id FROM users WHERE blocked = 0 AND telegram_user_id IN ({marks})",
-                tuple(settings.admin_telegram_user_ids),
-            ).fetchall()
+            return db.execute(sql, params).fetchall()
     except sqlite3.Error:
-        return set()
-    return {r[0] for r in rows}
+        return []
 
 
 async def run_check(
@@ -163,14 +171,10 @@ def _public_url_problem(url: str) -> str | None:
 
 
 def _last_event_at(settings: Settings) -> float | None:
-    path = settings.database_path
-    if not path.exists():
-        return None
+    rows = _read_only(settings, "SELECT value FROM meta WHERE key = ?", (LAST_EVENT_KEY,))
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            row = db.execute("SELECT value FROM meta WHERE key = ?", (LAST_EVENT_KEY,)).fetchone()
-        return float(row[0]) if row else None
-    except (sqlite3.Error, ValueError):
+        return float(str(rows[0][0])) if rows else None
+    except ValueError:
         return None
 
 
