@@ -177,6 +177,7 @@ async def test_a_slow_client_is_cut_off_and_a_33rd_connection_is_refused(tmp_pat
         extra_reader, extra_writer = await asyncio.open_connection("127.0.0.1", port)
         refused = await asyncio.wait_for(extra_reader.read(100), 5)
         assert refused.startswith(b"HTTP/1.1 503")
+        assert h.services.metrics.events_rejected.labels("connections")._value.get() == 1  # noqa: SLF001
         extra_writer.close()
         body = bitrix.body("ONCRMDEALADD", 1).encode()
         for r, w in held[:3]:

@@ -281,11 +281,6 @@ class LeakyBucket:
         self._leak()
         return self._level
 
-    @property
-    def capacity(self) -> float:
-        """How many requests the bucket holds before requests must wait."""
-        return self._capacity
-
     def event_wait(self, requests: int = 1) -> float:
         """Seconds until `requests` event requests could go one after another (0: now), if nothing else came."""
         self._leak()

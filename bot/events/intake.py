@@ -193,7 +193,6 @@ class EventsServer:
         self._server: asyncio.base_events.Server | None = None
         self._told_domain = False
         self._notices: set[asyncio.Task[None]] = set()
-        self.refused_connections = 0
 
     def __repr__(self) -> str:
         return f"EventsServer(port={self.port if self.running else None})"
@@ -227,7 +226,7 @@ class EventsServer:
 
         def protocol() -> asyncio.BaseProtocol:
             if len(handler_factory.connections) >= MAX_CONNECTIONS:
-                self.refused_connections += 1
+                self._count(Verdict(503, "connections"))
                 self._throttle.warn("connections", "events: more than %d connections at once; refused", MAX_CONNECTIONS)
                 return _Refusal()
             return handler_factory()
