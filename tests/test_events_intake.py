@@ -170,6 +170,9 @@ async def test_a_slow_client_is_cut_off_and_a_33rd_connection_is_refused(tmp_pat
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 5)
         assert status_line.startswith(b"HTTP/1.1 408"), status_line
+        await asyncio.wait_for(reader.read(), 5)  # the rest of the answer, then the server closes (LINGER_SECONDS)
+        assert reader.at_eof()
+        await asyncio.sleep(0.05)  # its handler task ends and frees the slot
         writer.close()
         # 32 connections held open; the 33rd is answered 503 at once; the 32 still work.
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(32)]

@@ -36,6 +36,7 @@ MAX_BODY = 64 * 1024
 MAX_CONNECTIONS = 32
 HEADER_SECONDS = 5.0  # an idle or slow connection must finish its headers this soon (aiohttp's keep-alive timer)
 BODY_SECONDS = 5.0  # and then its body: 10 s for headers and body together
+LINGER_SECONDS = 1.0  # how long a refused request's unread body is drained before the connection closes
 MAX_FIELDS = 200  # a real event has about a dozen
 STALE_SECONDS = 3600.0
 LOG_EVERY_SECONDS = 60.0
@@ -219,6 +220,9 @@ class EventsServer:
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0, keepalive_timeout=HEADER_SECONDS,
             max_line_size=4096, max_field_size=4096, max_headers=64,
+            # After a 408 or 413 aiohttp reads and drops the unread body before closing ("lingering"):
+            # a hostile client would keep its connection slot for aiohttp's default 10 s.
+            lingering_time=LINGER_SECONDS,
         )
         await runner.setup()
         handler_factory = runner.server
