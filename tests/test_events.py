@@ -308,3 +308,49 @@ async def test_unlink_while_an_event_refresh_reads_sends_no_alert_and_keeps_noth
         assert alerts(h) == []
         assert await tdb.states(h.storage, 42) == {}
         assert await members(h) == []  # Anna's rows went with her link
+
+
+async def test_unlink_while_the_events_task_read_is_in_flight_caches_and_refreshes_nobody(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        await h.poll()
+        held = Scripted.held().only_for(lambda method, params: method == "batch" and "tasks.task.list" in str(params))
+        h.b24.push(held)
+        assert held.arrived is not None and held.gate is not None
+        async with h.events() as bitrix:
+            h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+            await bitrix.post("ONTASKUPDATE", 7)
+            assert await asyncio.to_thread(held.arrived.wait, 10), "the task read never started"
+            await h.say(42, "/unlink")
+            since = len(h.b24.requests)
+            held.gate.set()
+            await h.events_done()
+        assert await members(h) == [(7, 0)]  # the task is known; Anna, unlinked during its read, is not kept
+        assert counter_reads_of(h, ANNA, since) == 0 and alerts(h) == []
+
+
+async def test_a_snooze_pressed_while_an_event_refresh_reads_is_kept(tmp_path: Path) -> None:
+    async with events_portal(tmp_path) as h:
+        await linked(h)
+        h.b24.derive_counters = False  # the counters as set here; task 7 only names Anna as its member
+        h.b24.add_task(7, "Report", deadline=LONG_AGO, responsible=ANNA)
+        h.b24.set_counters(ANNA, "view_all", expired=1, new_comments=0)
+        await h.poll()  # baseline
+        h.clock.advance(minutes=5)
+        h.b24.set_counters(ANNA, "view_all", expired=2, new_comments=0)
+        await h.poll()
+        assert len(alerts(h)) == 1
+        h.clock.advance(minutes=6)
+        held = Scripted.held().only_for(is_counters_batch)
+        h.b24.push(held)
+        assert held.arrived is not None and held.gate is not None
+        async with h.events() as bitrix:
+            h.b24.set_counters(ANNA, "view_all", expired=3, new_comments=0)
+            await bitrix.post("ONTASKUPDATE", 7)
+            assert await asyncio.to_thread(held.arrived.wait, 10), "the event refresh never read"
+            await h.send(h.tg.callback(42, "z:expired:h", 1))
+            held.gate.set()
+            await h.events_done()
+        assert len(alerts(h)) == 1, "the snoozed counter alerted again"
+        state = (await tdb.states(h.storage, 42))["expired"]
+        assert state.snooze_until is not None and state.peak == 3

@@ -226,12 +226,14 @@ class EventWork:
                 members |= people_on(fresh[task_id])
             for person in members:
                 people[person] = min(people.get(person, math.inf), p.received_at)
-        linked = await links.active_of(self._storage.db, list(people))
-        updates = {task_id: people_on(task) & linked.keys() for task_id, task in (fresh or {}).items()}
         gone = [task_id for task_id, p in batch.items() if p.deleted]
         if fresh is not None:
             gone += [task_id for task_id in to_read if task_id not in fresh]  # deleted, or out of the webhook's sight
         async with self._storage.transaction() as db:
+            # Who is linked is read in the transaction that writes the cache: someone who unlinks
+            # during the task read is never cached (the cache keeps linked people only, SPEC 9).
+            linked = await links.active_of(db, list(people))
+            updates = {task_id: people_on(task) & linked.keys() for task_id, task in (fresh or {}).items()}
             await task_members.replace(db, updates, now)
             await task_members.delete_tasks(db, gone)
             if self.last_valid_at is not None and self.last_valid_at != self._saved_last_valid:
